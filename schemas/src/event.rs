@@ -1,0 +1,120 @@
+//! The normalized lead event: one model for all seven sources.
+
+use crate::source::EventType;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A validated, normalized lead event, as published to `leads.normalized` and stored in `lead_events`.
+///
+/// Absent optional fields are `None` (omitted in JSON, empty strings / NULL in ClickHouse).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalizedEvent {
+    /// Deterministic id: SHA-256 of canonical topic + native id (+ trial event / contract status), 32 hex chars.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: EventType,
+    /// Canonical source topic (`leads.signup`, ...).
+    pub source_topic: String,
+    /// Kafka partition the message was read from.
+    pub source_partition: i32,
+    /// Kafka offset the message was read from.
+    pub source_offset: i64,
+    /// The source's own id (`impression_id`, `click_id`, ...).
+    pub native_id: String,
+    /// User / lead id (one id space); absent for anonymous exposures and clicks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_id: Option<String>,
+    /// Device id, which links anonymous touches to a lead through a signup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Channel by `config/channels.yaml`, for touch events (exposure, click, signup) only: trials,
+    /// calls, contracts and orders carry no touch information; the aggregator attributes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Ad platform (lowercased).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Campaign id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    /// Ad group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adgroup_id: Option<String>,
+    /// Creative id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creative_id: Option<String>,
+    /// Landing page without its query string (`scheme://host/path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landing_page: Option<String>,
+    /// `utm_source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_source: Option<String>,
+    /// `utm_medium`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_medium: Option<String>,
+    /// `utm_campaign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_campaign: Option<String>,
+    /// `utm_content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utm_content: Option<String>,
+    /// Experiment id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
+    /// Experiment variant (`ab` on a landing URL, `experiment.variant` on a signup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Money amount (orders, contracts), normalized (no trailing zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Decimal>,
+    /// ISO 4217 currency, uppercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Ad cost in micros.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<i64>,
+    /// Disqualify reason (calls) or lost reason (contracts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Call direction: `inbound` / `outbound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_direction: Option<String>,
+    /// Call outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_outcome: Option<String>,
+    /// Call duration in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_duration_sec: Option<u32>,
+    /// Call agent id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Trial plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Salted SHA-256 of the normalized phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_hash: Option<String>,
+    /// Salted SHA-256 of the normalized email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_hash: Option<String>,
+    /// Event time, UTC, millisecond precision.
+    pub event_time: DateTime<Utc>,
+    /// When the collector read the message, UTC, millisecond precision.
+    pub received_at: DateTime<Utc>,
+    /// Keys the contract does not list, kept as they came.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl NormalizedEvent {
+    /// The partitioning key for `leads.normalized`: the lead id, else `device:<device_id>`.
+    pub fn lead_key(&self) -> String {
+        match (&self.lead_id, &self.device_id) {
+            (Some(l), _) => l.clone(),
+            (None, Some(d)) => format!("device:{d}"),
+            (None, None) => format!("event:{}", self.event_id),
+        }
+    }
+}

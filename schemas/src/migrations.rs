@@ -1,0 +1,106 @@
+//! Versioned ClickHouse DDL, embedded so every service applies the same files at start.
+//!
+//! Every statement is idempotent (`IF NOT EXISTS`), so applying the list again is harmless; the
+//! `schema_migrations` table records what was applied for people, not for correctness.
+
+/// Single server or a cluster with Replicated*/Distributed tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topology {
+    /// One ClickHouse server (the default; the local stack).
+    Single,
+    /// A ClickHouse cluster; tables are `*_local` Replicated tables behind Distributed ones.
+    Cluster,
+}
+
+/// One migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Version number, from the file name.
+    pub version: u32,
+    /// Name, from the file name.
+    pub name: &'static str,
+    sql: &'static str,
+}
+
+const SINGLE: &[Migration] = &[
+    Migration { version: 1, name: "lead_events", sql: include_str!("../migrations/single/0001_lead_events.sql") },
+    Migration { version: 2, name: "ingest_errors", sql: include_str!("../migrations/single/0002_ingest_errors.sql") },
+];
+
+const CLUSTER: &[Migration] = &[
+    Migration { version: 1, name: "lead_events", sql: include_str!("../migrations/cluster/0001_lead_events.sql") },
+    Migration { version: 2, name: "ingest_errors", sql: include_str!("../migrations/cluster/0002_ingest_errors.sql") },
+];
+
+/// The migrations for a topology, in order.
+pub fn migrations(topology: Topology) -> &'static [Migration] {
+    match topology {
+        Topology::Single => SINGLE,
+        Topology::Cluster => CLUSTER,
+    }
+}
+
+/// DDL of the bookkeeping table, created before any migration runs.
+pub fn bookkeeping_ddl(topology: Topology, cluster: &str) -> String {
+    match topology {
+        Topology::Single => "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \
+             applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+            .to_string(),
+        Topology::Cluster => format!(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ON CLUSTER '{cluster}' (version UInt32, name String, \
+             applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplicatedReplacingMergeTree(\
+             '/clickhouse/tables/{{shard}}/{{database}}/schema_migrations', '{{replica}}') ORDER BY version"
+        ),
+    }
+}
+
+impl Migration {
+    /// The file's statements, with `${CLUSTER}` replaced; comments and blank lines are dropped.
+    pub fn statements(&self, cluster: &str) -> Vec<String> {
+        let body: String = self
+            .sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        body.split(";\n")
+            .map(|s| s.trim().trim_end_matches(';').trim().replace("${CLUSTER}", cluster))
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_split_into_create_statements() {
+        for topo in [Topology::Single, Topology::Cluster] {
+            let ms = migrations(topo);
+            assert!(ms.windows(2).all(|w| w[0].version < w[1].version));
+            for m in ms {
+                let st = m.statements("main");
+                assert!(!st.is_empty());
+                for s in &st {
+                    assert!(s.starts_with("CREATE "), "{s}");
+                    assert!(!s.contains("${CLUSTER}"));
+                    assert!(s.contains("IF NOT EXISTS"), "every statement must be idempotent: {s}");
+                }
+            }
+        }
+        assert_eq!(migrations(Topology::Single)[0].statements("x").len(), 2);
+        assert_eq!(migrations(Topology::Cluster)[0].statements("x").len(), 3);
+    }
+
+    #[test]
+    fn cluster_variant_has_the_same_columns() {
+        let cols = |sql: &str| -> Vec<String> {
+            sql.lines().filter(|l| l.starts_with("    ") && !l.trim().starts_with("--")).map(|l| l.trim().to_string()).collect()
+        };
+        for (s, c) in SINGLE.iter().zip(CLUSTER) {
+            assert_eq!(cols(s.sql), cols(c.sql), "{}", s.name);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The seven source topics and the event types they produce.
+
+use serde::{Deserialize, Serialize};
+
+/// Which wire contract a message follows; one per source topic of SPEC §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// `leads.exposure`: ad impressions.
+    Exposure,
+    /// `leads.ad_click`: ad clicks.
+    AdClick,
+    /// `leads.signup`: account signups.
+    Signup,
+    /// `leads.trial`: trial lifecycle.
+    Trial,
+    /// `leads.call`: sales calls.
+    Call,
+    /// `leads.contract`: contract status changes.
+    Contract,
+    /// `leads.order`: paid orders.
+    Order,
+}
+
+impl SourceKind {
+    /// All kinds in SPEC order.
+    pub const ALL: [SourceKind; 7] =
+        [Self::Exposure, Self::AdClick, Self::Signup, Self::Trial, Self::Call, Self::Contract, Self::Order];
+
+    /// The canonical topic name; also the namespace of `event_id`, so renaming a deployed topic
+    /// keeps ids stable.
+    pub fn canonical_topic(self) -> &'static str {
+        match self {
+            Self::Exposure => "leads.exposure",
+            Self::AdClick => "leads.ad_click",
+            Self::Signup => "leads.signup",
+            Self::Trial => "leads.trial",
+            Self::Call => "leads.call",
+            Self::Contract => "leads.contract",
+            Self::Order => "leads.order",
+        }
+    }
+
+    /// Short name used in config keys and metric labels (`exposure`, `ad_click`, ...).
+    pub fn as_str(self) -> &'static str {
+        &self.canonical_topic()["leads.".len()..]
+    }
+
+    /// Looks a kind up by its short name (`ad_click`) or canonical topic (`leads.ad_click`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name || k.canonical_topic() == name)
+    }
+}
+
+/// The normalized event's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// Ad impression.
+    Exposure,
+    /// Ad click.
+    Click,
+    /// Signup.
+    Signup,
+    /// Trial started.
+    TrialStarted,
+    /// Trial activated.
+    TrialActivated,
+    /// Trial expired.
+    TrialExpired,
+    /// Sales call (outcome in `call_outcome`).
+    Call,
+    /// Contract signed.
+    ContractSigned,
+    /// Contract lost (reason in `reason`).
+    ContractLost,
+    /// Contract cancelled.
+    ContractCancelled,
+    /// Paid order.
+    Order,
+}
+
+impl EventType {
+    /// The snake_case name stored in ClickHouse.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exposure => "exposure",
+            Self::Click => "click",
+            Self::Signup => "signup",
+            Self::TrialStarted => "trial_started",
+            Self::TrialActivated => "trial_activated",
+            Self::TrialExpired => "trial_expired",
+            Self::Call => "call",
+            Self::ContractSigned => "contract_signed",
+            Self::ContractLost => "contract_lost",
+            Self::ContractCancelled => "contract_cancelled",
+            Self::Order => "order",
+        }
+    }
+}
