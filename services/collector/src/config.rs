@@ -1,0 +1,401 @@
+//! Typed, layered configuration: built-in defaults, then a YAML file, then `LEADSTREAM_*` environment
+//! variables (`__` separates levels: `LEADSTREAM_CLICKHOUSE__URL`). Secrets never print.
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use leadstream_schemas::migrations::Topology;
+use leadstream_schemas::{ChannelRules, NormalizerConfig, Secret, SourceKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Loading or parsing failed (unknown key, wrong type, unreadable file).
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is present but invalid.
+    #[error("configuration: `{key}`: {reason}")]
+    Invalid {
+        /// The offending key, dotted.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// The collector's whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Kafka connection, topics and client properties.
+    pub kafka: KafkaConfig,
+    /// ClickHouse connection.
+    pub clickhouse: ClickHouseConfig,
+    /// Normalization settings.
+    pub normalize: NormalizeConfig,
+    /// Batching of inserts.
+    pub batch: BatchConfig,
+    /// Retry backoff for ClickHouse and Kafka writes.
+    pub retry: RetryConfig,
+    /// Per-source-topic rate limits in messages per second; topics not listed are unlimited.
+    pub rate_limits: BTreeMap<String, u32>,
+    /// HTTP endpoint for `/metrics`, `/healthz`, `/readyz`.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group id; instances with one group id share the partitions.
+    pub group_id: String,
+    /// Source topic name → contract (`exposure`, `ad_click`, `signup`, `trial`, `call`, `contract`, `order`).
+    pub topics: BTreeMap<String, SourceKind>,
+    /// Topic the normalized events are published to, keyed by lead identity.
+    pub normalized_topic: String,
+    /// Dead-letter topic for rejected messages.
+    pub dead_letter_topic: String,
+    /// Extra librdkafka properties for both consumer and producer (SASL/SSL included).
+    pub properties: KafkaProperties,
+    /// SASL password; better set by `LEADSTREAM_KAFKA__SASL_PASSWORD` or `sasl_password_file`.
+    pub sasl_password: Option<Secret<String>>,
+    /// File holding the SASL password.
+    pub sasl_password_file: Option<PathBuf>,
+}
+
+/// librdkafka properties whose `Debug` hides values of keys that look secret.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+/// Whether a librdkafka property holds a secret.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key.pem", "private"].iter().any(|s| k.contains(s))
+}
+
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, if is_secret_property(k) { "[redacted]" } else { v.as_str() })))
+            .finish()
+    }
+}
+
+/// ClickHouse settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP(S) URL of the server.
+    pub url: String,
+    /// Database; created if missing.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password; better set by `LEADSTREAM_CLICKHOUSE__PASSWORD` or `password_file`.
+    pub password: Option<Secret<String>>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// `single` or `cluster` (Replicated*/Distributed DDL).
+    pub topology: Topology,
+    /// Cluster name for `topology: cluster`.
+    pub cluster: String,
+    /// Timeout of one insert or query, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+/// Normalization settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeConfig {
+    /// IANA zone for timestamps written without an offset.
+    pub time_zone: String,
+    /// Channel rules file.
+    pub channels_file: PathBuf,
+    /// Messages above this size are dead-lettered unparsed.
+    pub max_message_bytes: usize,
+    /// Salt for phone/email hashes; set by `LEADSTREAM_NORMALIZE__PII_SALT` or `pii_salt_file`.
+    pub pii_salt: Option<Secret<String>>,
+    /// File holding the salt.
+    pub pii_salt_file: Option<PathBuf>,
+}
+
+/// Insert batching.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch is flushed at this many messages.
+    pub max_rows: usize,
+    /// ... or this long after its first message, whichever comes first.
+    pub flush_interval_ms: u64,
+}
+
+/// Capped exponential backoff.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First wait.
+    pub initial_backoff_ms: u64,
+    /// Longest wait.
+    pub max_backoff_ms: u64,
+}
+
+/// HTTP endpoint settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; empty disables the endpoint.
+    pub listen: String,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// Filter directive, as `RUST_LOG` (which overrides it when set).
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line for log shippers.
+    Json,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig {
+                brokers: "127.0.0.1:9092".into(),
+                group_id: "leadstream-collector".into(),
+                topics: SourceKind::ALL.iter().map(|k| (k.canonical_topic().to_string(), *k)).collect(),
+                normalized_topic: "leads.normalized".into(),
+                dead_letter_topic: "leads.dlq".into(),
+                properties: KafkaProperties::default(),
+                sasl_password: None,
+                sasl_password_file: None,
+            },
+            clickhouse: ClickHouseConfig {
+                url: "http://127.0.0.1:8123".into(),
+                database: "leadstream".into(),
+                user: "default".into(),
+                password: None,
+                password_file: None,
+                topology: Topology::Single,
+                cluster: String::new(),
+                request_timeout_ms: 30_000,
+            },
+            normalize: NormalizeConfig {
+                time_zone: "Asia/Shanghai".into(),
+                channels_file: "config/channels.yaml".into(),
+                max_message_bytes: leadstream_schemas::DEFAULT_MAX_MESSAGE_BYTES,
+                pii_salt: None,
+                pii_salt_file: None,
+            },
+            batch: BatchConfig { max_rows: 10_000, flush_interval_ms: 500 },
+            retry: RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 10_000 },
+            rate_limits: BTreeMap::new(),
+            http: HttpConfig { listen: "127.0.0.1:9464".into() },
+            log: LogConfig { format: LogFormat::Human, level: "info".into() },
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Defaults, then `file` (when given), then `LEADSTREAM_*` environment variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(CollectorConfig::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(invalid("--config", format!("file {} does not exist", f.display())));
+            }
+            fig = fig.merge(Yaml::file(f));
+        }
+        let mut cfg: CollectorConfig = fig.merge(Env::prefixed("LEADSTREAM_").split("__")).extract().map_err(Box::new)?;
+        cfg.resolve_secret_files()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        fn read(key: &'static str, path: &Option<PathBuf>, slot: &mut Option<Secret<String>>) -> Result<(), ConfigError> {
+            if let Some(p) = path {
+                let s = std::fs::read_to_string(p).map_err(|e| invalid(key, format!("cannot read {}: {e}", p.display())))?;
+                *slot = Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string()));
+            }
+            Ok(())
+        }
+        read("kafka.sasl_password_file", &self.kafka.sasl_password_file, &mut self.kafka.sasl_password)?;
+        read("clickhouse.password_file", &self.clickhouse.password_file, &mut self.clickhouse.password)?;
+        read("normalize.pii_salt_file", &self.normalize.pii_salt_file, &mut self.normalize.pii_salt)
+    }
+
+    /// Checks every value; the error names the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must not be empty"));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if k.topics.is_empty() {
+            return Err(invalid("kafka.topics", "must map at least one source topic to its contract"));
+        }
+        for (name, key) in [(&k.normalized_topic, "kafka.normalized_topic"), (&k.dead_letter_topic, "kafka.dead_letter_topic")] {
+            if name.trim().is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+            if k.topics.contains_key(name.as_str()) {
+                return Err(invalid(key, format!("{name} is also a source topic; that would loop")));
+            }
+        }
+        if k.normalized_topic == k.dead_letter_topic {
+            return Err(invalid("kafka.dead_letter_topic", "must differ from kafka.normalized_topic"));
+        }
+        for key in k.properties.0.keys() {
+            if matches!(key.as_str(), "bootstrap.servers" | "group.id" | "enable.auto.offset.store") {
+                return Err(invalid("kafka.properties", format!("{key} is managed by leadstream; use the dedicated setting")));
+            }
+        }
+        let c = &self.clickhouse;
+        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            return Err(invalid("clickhouse.url", format!("{:?} must start with http:// or https://", c.url)));
+        }
+        if c.database.is_empty() || !c.database.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            return Err(invalid("clickhouse.database", "must be a non-empty name of letters, digits and _"));
+        }
+        if c.topology == Topology::Cluster && c.cluster.trim().is_empty() {
+            return Err(invalid("clickhouse.cluster", "is required when clickhouse.topology is cluster"));
+        }
+        if c.request_timeout_ms == 0 {
+            return Err(invalid("clickhouse.request_timeout_ms", "must be positive"));
+        }
+        let n = &self.normalize;
+        n.time_zone.parse::<chrono_tz::Tz>().map_err(|_| invalid("normalize.time_zone", format!("{:?} is not an IANA time zone", n.time_zone)))?;
+        if !(1024..=16 * 1024 * 1024).contains(&n.max_message_bytes) {
+            return Err(invalid("normalize.max_message_bytes", "must be between 1024 and 16777216"));
+        }
+        match &n.pii_salt {
+            None => {
+                return Err(invalid("normalize.pii_salt", "is required: set LEADSTREAM_NORMALIZE__PII_SALT or normalize.pii_salt_file"))
+            }
+            Some(s) if s.expose().len() < 8 => return Err(invalid("normalize.pii_salt", "must be at least 8 characters")),
+            Some(_) => {}
+        }
+        if self.batch.max_rows == 0 || self.batch.max_rows > 1_000_000 {
+            return Err(invalid("batch.max_rows", "must be between 1 and 1000000"));
+        }
+        if !(1..=60_000).contains(&self.batch.flush_interval_ms) {
+            return Err(invalid("batch.flush_interval_ms", "must be between 1 and 60000"));
+        }
+        let r = &self.retry;
+        if r.initial_backoff_ms == 0 || r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(invalid("retry", "initial_backoff_ms must be positive and not above max_backoff_ms"));
+        }
+        for (topic, rate) in &self.rate_limits {
+            if !k.topics.contains_key(topic) {
+                return Err(invalid("rate_limits", format!("{topic} is not a configured source topic")));
+            }
+            if *rate == 0 {
+                return Err(invalid("rate_limits", format!("{topic}: rate must be positive (remove the entry for no limit)")));
+            }
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("http.listen", format!("{:?} is not an ip:port address", self.http.listen)));
+        }
+        Ok(())
+    }
+
+    /// Reads the channel rules file and builds the normalizer's configuration.
+    pub fn normalizer_config(&self) -> Result<NormalizerConfig, ConfigError> {
+        let n = &self.normalize;
+        let text = std::fs::read_to_string(&n.channels_file)
+            .map_err(|e| invalid("normalize.channels_file", format!("cannot read {}: {e}", n.channels_file.display())))?;
+        let rules = ChannelRules::from_yaml(&text).map_err(|e| invalid("normalize.channels_file", e.to_string()))?;
+        Ok(NormalizerConfig {
+            channel_rules: rules,
+            time_zone: n.time_zone.parse().map_err(|_| invalid("normalize.time_zone", "not an IANA time zone"))?,
+            pii_salt: n.pii_salt.clone().ok_or_else(|| invalid("normalize.pii_salt", "is required"))?,
+            max_message_bytes: n.max_message_bytes,
+        })
+    }
+
+    /// Flush interval as a duration.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.batch.flush_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> CollectorConfig {
+        let mut c = CollectorConfig::default();
+        c.normalize.pii_salt = Some(Secret::new("a-long-salt".into()));
+        c
+    }
+
+    #[test]
+    fn defaults_with_a_salt_are_valid() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = valid();
+        c.batch.max_rows = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("`batch.max_rows`"));
+        let mut c = valid();
+        c.normalize.pii_salt = None;
+        assert!(c.validate().unwrap_err().to_string().contains("`normalize.pii_salt`"));
+        let mut c = valid();
+        c.kafka.normalized_topic = "leads.signup".into();
+        assert!(c.validate().unwrap_err().to_string().contains("`kafka.normalized_topic`"));
+        let mut c = valid();
+        c.rate_limits.insert("leads.nope".into(), 5);
+        assert!(c.validate().unwrap_err().to_string().contains("leads.nope"));
+        let mut c = valid();
+        c.normalize.time_zone = "Mars/Olympus".into();
+        assert!(c.validate().unwrap_err().to_string().contains("`normalize.time_zone`"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut c = valid();
+        c.clickhouse.password = Some(Secret::new("ch-pass-123".into()));
+        c.kafka.properties.0.insert("sasl.password".into(), "kafka-pass-456".into());
+        c.kafka.properties.0.insert("sasl.username".into(), "svc-user".into());
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("ch-pass-123") && !dump.contains("kafka-pass-456") && !dump.contains("a-long-salt"), "{dump}");
+        assert!(dump.contains("svc-user"));
+    }
+
+    #[test]
+    fn yaml_unknown_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("ls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(&f, "batch:\n  max_rowz: 5\n").unwrap();
+        let e = CollectorConfig::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("max_rowz"), "{e}");
+    }
+}

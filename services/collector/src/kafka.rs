@@ -1,0 +1,80 @@
+//! Kafka clients: the source consumer (offsets stored by hand) and the producer for
+//! `leads.normalized` and the dead-letter topic.
+
+use crate::config::KafkaConfig;
+use crate::internal_events;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+
+/// Consumer context: exports consumer lag from librdkafka statistics and logs rebalances.
+pub struct LagContext;
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for partitions it does not consume and for the internal UA partition.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    internal_events::consumer_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// The source consumer type.
+pub type SourceConsumer = StreamConsumer<LagContext>;
+
+fn base(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.properties.0 {
+        c.set(k, v);
+    }
+    if let Some(p) = &cfg.sasl_password {
+        c.set("sasl.password", p.expose());
+    }
+    c
+}
+
+/// A consumer-group consumer that commits only offsets the collector stored after a flush.
+pub fn consumer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<SourceConsumer> {
+    let mut c = base(cfg);
+    c.set("group.id", &cfg.group_id)
+        // At-least-once: librdkafka commits in the background, but only offsets stored by
+        // `store_offset`, which happens after ClickHouse and Kafka acknowledged the batch.
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false");
+    for (k, v) in [("auto.offset.reset", "earliest"), ("statistics.interval.ms", "5000"), ("auto.commit.interval.ms", "1000")] {
+        if !cfg.properties.0.contains_key(k) {
+            c.set(k, v);
+        }
+    }
+    c.create_with_context(LagContext)
+}
+
+/// An idempotent producer for the normalized and dead-letter topics.
+pub fn producer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
+    let mut c = base(cfg);
+    for (k, v) in [("enable.idempotence", "true"), ("linger.ms", "5")] {
+        if !cfg.properties.0.contains_key(k) {
+            c.set(k, v);
+        }
+    }
+    // Consumer-only properties passed for both clients would only produce warnings here.
+    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
+    c.create()
+}

@@ -1,0 +1,365 @@
+//! The collector loop: consume → normalize → batch → insert → publish → store offsets.
+//!
+//! One task owns the consumer, so while a flush is retrying nothing new is read: memory stays
+//! bounded by one batch plus librdkafka's prefetch queue, and offsets only move past messages whose
+//! rows ClickHouse acknowledged and whose normalized/dead-letter records Kafka acknowledged.
+
+use crate::config::CollectorConfig;
+use crate::internal_events as events;
+use crate::kafka::SourceConsumer;
+use crate::sink::{IngestErrorRow, LeadEventRow, Sink, SinkError};
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use leadstream_schemas::{ErrorCategory, NormalizeError, NormalizedEvent, Normalizer, SourceKind, SourceMeta};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A rejected message on its way to the dead-letter topic and `ingest_errors`.
+#[derive(Debug)]
+struct DeadLetter {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    error: NormalizeError,
+    received_at_ms: i64,
+}
+
+/// Messages read since the last flush.
+#[derive(Default)]
+struct Batch {
+    events: Vec<NormalizedEvent>,
+    seen: HashSet<String>,
+    dead: Vec<DeadLetter>,
+    /// Highest offset read per (topic, partition).
+    offsets: BTreeMap<(String, i32), i64>,
+    messages: usize,
+    deadline: Option<Instant>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+}
+
+/// Why the loop stopped flushing without success.
+#[derive(Debug)]
+pub(crate) struct GaveUp;
+
+/// Shared readiness flag for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    /// Sets readiness, logging changes.
+    pub fn set(&self, ready: bool, why: &str) {
+        if self.0.swap(ready, Ordering::SeqCst) != ready {
+            events::readiness(ready, why);
+        }
+    }
+
+    /// Current readiness.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Retry policy with capped exponential backoff, abandoned when `give_up` fires.
+#[derive(Clone)]
+pub(crate) struct Retry {
+    initial: Duration,
+    max: Duration,
+    give_up: CancellationToken,
+}
+
+impl Retry {
+    pub(crate) fn new(cfg: &CollectorConfig, give_up: CancellationToken) -> Self {
+        Self {
+            initial: Duration::from_millis(cfg.retry.initial_backoff_ms),
+            max: Duration::from_millis(cfg.retry.max_backoff_ms),
+            give_up,
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails with `Rejected`, or `give_up` fires.
+    pub(crate) async fn sink<T, F, Fut>(&self, readiness: &Readiness, mut op: F) -> Result<Result<T, String>, GaveUp>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SinkError>>,
+    {
+        let mut backoff = self.initial;
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => {
+                    readiness.set(true, "clickhouse writes succeed");
+                    return Ok(Ok(v));
+                }
+                Err(SinkError::Rejected(why)) => return Ok(Err(why)),
+                Err(e @ SinkError::Transient(_)) => {
+                    attempt += 1;
+                    readiness.set(false, "clickhouse unavailable");
+                    events::write_retry("clickhouse", attempt, backoff, &e);
+                    self.pause(backoff).await?;
+                    backoff = (backoff * 2).min(self.max);
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, d: Duration) -> Result<(), GaveUp> {
+        tokio::select! {
+            _ = self.give_up.cancelled() => Err(GaveUp),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+}
+
+/// The running collector loop's state.
+pub(crate) struct Pipeline {
+    pub(crate) cfg: CollectorConfig,
+    pub(crate) normalizer: Normalizer,
+    pub(crate) consumer: SourceConsumer,
+    pub(crate) producer: FutureProducer,
+    pub(crate) sink: Sink,
+    pub(crate) retry: Retry,
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) limiters: HashMap<String, DefaultDirectRateLimiter>,
+    pub(crate) kinds: HashMap<String, SourceKind>,
+}
+
+/// Builds one rate limiter per configured topic with a limit.
+pub(crate) fn limiters(cfg: &CollectorConfig) -> HashMap<String, DefaultDirectRateLimiter> {
+    cfg.rate_limits
+        .iter()
+        .filter_map(|(t, r)| NonZeroU32::new(*r).map(|r| (t.clone(), RateLimiter::direct(Quota::per_second(r)))))
+        .collect()
+}
+
+impl Pipeline {
+    /// Consumes until `shutdown`, then flushes what was read and commits.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let mut batch = Batch::default();
+        loop {
+            let deadline = batch.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline), if !batch.is_empty() => {
+                    if self.flush(std::mem::take(&mut batch)).await.is_err() { break; }
+                }
+                msg = self.consumer.recv() => match msg {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Ok(m) => {
+                        let topic = m.topic().to_string();
+                        let kind = self.kinds.get(&topic).copied();
+                        if let (Some(k), Some(l)) = (kind, self.limiters.get(&topic)) {
+                            if l.check().is_err() {
+                                events::rate_limited(k);
+                                tokio::select! {
+                                    _ = shutdown.cancelled() => break,
+                                    _ = l.until_ready() => {}
+                                }
+                            }
+                        }
+                        self.accept(&mut batch, kind, &m);
+                        if batch.messages >= self.cfg.batch.max_rows && self.flush(std::mem::take(&mut batch)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Shutdown: flush what was read (bounded by the give-up grace), then commit synchronously.
+        if !batch.is_empty() && self.flush(batch).await.is_err() {
+            tracing::warn!("shutdown before the last batch could be written; it will be re-read on restart");
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("offsets committed"),
+            Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
+        }
+    }
+
+    fn accept(&self, batch: &mut Batch, kind: Option<SourceKind>, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let payload = m.payload().unwrap_or_default();
+        let received_at = Utc::now();
+        let result = match kind {
+            None => {
+                events::unknown_topic(topic);
+                Err(NormalizeError::whole(ErrorCategory::UnknownTopic, format!("no contract is configured for topic {topic}")))
+            }
+            Some(kind) => {
+                events::message_received(kind, payload.len());
+                let meta = SourceMeta { kind, partition, offset, received_at };
+                let r = self.normalizer.normalize(&meta, payload);
+                match &r {
+                    Ok(_) => events::message_normalized(kind),
+                    Err(e) => events::message_rejected(kind, partition, offset, e),
+                }
+                r
+            }
+        };
+        match result {
+            Ok(ev) => {
+                if batch.seen.insert(ev.event_id.clone()) {
+                    batch.events.push(ev);
+                } else {
+                    events::duplicate_in_batch(kind.map_or("unknown", SourceKind::as_str));
+                }
+            }
+            Err(error) => batch.dead.push(DeadLetter {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                key: m.key().map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+                error,
+                received_at_ms: received_at.timestamp_millis(),
+            }),
+        }
+        let slot = batch.offsets.entry((topic.to_string(), partition)).or_insert(offset);
+        *slot = (*slot).max(offset);
+        batch.messages += 1;
+        batch.deadline.get_or_insert_with(|| Instant::now() + self.cfg.flush_interval());
+    }
+
+    /// Writes a batch everywhere it goes, then stores its offsets. `Err` only when giving up at shutdown.
+    async fn flush(&mut self, mut batch: Batch) -> Result<(), GaveUp> {
+        let rows: Vec<LeadEventRow> = batch.events.iter().map(LeadEventRow::from).collect();
+        let sink = self.sink.clone();
+        let outcome = self.retry.sink(&self.readiness, || sink.insert::<LeadEventRow>("lead_events", &rows)).await?;
+        if let Err(why) = outcome {
+            tracing::warn!(reason = %why, rows = rows.len(), "clickhouse rejected a batch; inserting row by row to isolate the bad rows");
+            self.isolate_rejected_rows(&mut batch, &rows).await?;
+        }
+        let error_rows: Vec<IngestErrorRow> = batch
+            .dead
+            .iter()
+            .map(|d| IngestErrorRow::new(&d.topic, d.partition, d.offset, &d.payload, &d.error, d.received_at_ms))
+            .collect();
+        if let Err(why) = self.retry.sink(&self.readiness, || sink.insert::<IngestErrorRow>("ingest_errors", &error_rows)).await? {
+            // Our own error rows are well-formed; if the server still refuses them, the dead-letter
+            // topic keeps the record and the partition must not stall on bookkeeping.
+            tracing::error!(reason = %why, rows = error_rows.len(), "clickhouse rejected ingest_errors rows; they remain in the dead-letter topic");
+        }
+        self.publish_all(&batch).await?;
+        let mut stored = 0;
+        for ((topic, partition), offset) in &batch.offsets {
+            match self.consumer.store_offset(topic, *partition, *offset) {
+                Ok(()) => stored += 1,
+                Err(e) => events::offset_store_failed(topic, *partition, &e),
+            }
+        }
+        events::offsets_stored(stored, batch.messages);
+        if let Some(newest) = batch.events.iter().map(|e| e.event_time.timestamp_millis()).max() {
+            events::newest_event(newest);
+        }
+        Ok(())
+    }
+
+    /// After ClickHouse rejected a batch: inserts row by row; rows it rejects become dead letters.
+    async fn isolate_rejected_rows(&mut self, batch: &mut Batch, rows: &[LeadEventRow]) -> Result<(), GaveUp> {
+        let sink = self.sink.clone();
+        let mut kept = Vec::with_capacity(batch.events.len());
+        for (ev, row) in std::mem::take(&mut batch.events).into_iter().zip(rows) {
+            let one = std::slice::from_ref(row);
+            match self.retry.sink(&self.readiness, || sink.insert::<LeadEventRow>("lead_events", one)).await? {
+                Ok(()) => kept.push(ev),
+                Err(why) => {
+                    events::row_rejected_by_sink(&ev.event_id, &why);
+                    batch.dead.push(DeadLetter {
+                        topic: ev.source_topic.clone(),
+                        partition: ev.source_partition,
+                        offset: ev.source_offset,
+                        key: Some(ev.lead_key().into_bytes()),
+                        // The original bytes were not kept for valid messages; the normalized
+                        // event (hashes, no personal data) stands in for them.
+                        payload: serde_json::to_vec(&ev).unwrap_or_default(),
+                        error: NormalizeError::whole(ErrorCategory::SinkRejected, format!("clickhouse rejected the row: {why}")),
+                        received_at_ms: ev.received_at.timestamp_millis(),
+                    });
+                }
+            }
+        }
+        batch.events = kept;
+        Ok(())
+    }
+
+    /// Publishes normalized events and dead letters; retries failed deliveries until acknowledged.
+    async fn publish_all(&self, batch: &Batch) -> Result<(), GaveUp> {
+        let normalized: Vec<(Vec<u8>, Vec<u8>)> = batch
+            .events
+            .iter()
+            .map(|e| (e.lead_key().into_bytes(), serde_json::to_vec(e).unwrap_or_default()))
+            .collect();
+        let mut pending: Vec<usize> = (0..normalized.len() + batch.dead.len()).collect();
+        let mut backoff = self.retry.initial;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let normalized = &normalized;
+            let sends = pending.iter().map(|&i| {
+                let producer = &self.producer;
+                async move {
+                    let result = if let Some((key, payload)) = normalized.get(i) {
+                        let rec = FutureRecord::to(&self.cfg.kafka.normalized_topic).key(key).payload(payload);
+                        producer.send(rec, Duration::from_secs(30)).await.map(|_| ())
+                    } else {
+                        let d = &batch.dead[i - normalized.len()];
+                        let rec = dead_letter_record(&self.cfg.kafka.dead_letter_topic, d);
+                        producer.send(rec, Duration::from_secs(30)).await.map(|_| ())
+                    };
+                    (i, result.map_err(|(e, _)| e))
+                }
+            });
+            let results = futures::future::join_all(sends).await;
+            let failed: Vec<(usize, rdkafka::error::KafkaError)> =
+                results.into_iter().filter_map(|(i, r)| r.err().map(|e| (i, e))).collect();
+            let sent_normalized = pending.iter().filter(|&&i| i < normalized.len()).count()
+                - failed.iter().filter(|(i, _)| *i < normalized.len()).count();
+            events::published("normalized", sent_normalized);
+            events::published("dead_letter", pending.len() - failed.len() - sent_normalized);
+            if let Some((_, e)) = failed.first() {
+                attempt += 1;
+                self.readiness.set(false, "kafka publish failing");
+                events::write_retry("kafka", attempt, backoff, e);
+                self.retry.pause(backoff).await?;
+                backoff = (backoff * 2).min(self.retry.max);
+            }
+            pending = failed.into_iter().map(|(i, _)| i).collect();
+        }
+        Ok(())
+    }
+}
+
+/// The dead-letter record: the original bytes and key, with where they came from and why they were
+/// rejected in headers (`ls.*`).
+fn dead_letter_record<'a>(topic: &'a str, d: &'a DeadLetter) -> FutureRecord<'a, [u8], [u8]> {
+    let partition = d.partition.to_string();
+    let offset = d.offset.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "ls.source_topic", value: Some(d.topic.as_bytes()) })
+        .insert(Header { key: "ls.source_partition", value: Some(partition.as_bytes()) })
+        .insert(Header { key: "ls.source_offset", value: Some(offset.as_bytes()) })
+        .insert(Header { key: "ls.error_category", value: Some(d.error.category.as_str().as_bytes()) })
+        .insert(Header { key: "ls.error_field", value: Some(d.error.field.as_deref().unwrap_or_default().as_bytes()) })
+        .insert(Header { key: "ls.error_message", value: Some(d.error.message.as_bytes()) });
+    let rec = FutureRecord::to(topic).payload(d.payload.as_slice()).headers(headers);
+    match &d.key {
+        Some(k) => rec.key(k.as_slice()),
+        None => rec,
+    }
+}

@@ -1,0 +1,245 @@
+//! Shared harness for the integration tests: connection settings of the stack that
+//! `scripts/test.sh` started, unique names per test, Kafka and ClickHouse helpers.
+//!
+//! Tests share one stack per run and isolate themselves by database and topic names.
+
+use leadstream_collector::CollectorConfig;
+use leadstream_schemas::{Secret, SourceKind};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Kafka bootstrap servers of the test stack.
+pub fn brokers() -> String {
+    std::env::var("LEADSTREAM_KAFKA__BROKERS").expect("LEADSTREAM_KAFKA__BROKERS is unset: run the tests with scripts/test.sh")
+}
+
+/// ClickHouse URL of the test stack.
+pub fn clickhouse_url() -> String {
+    std::env::var("LEADSTREAM_CLICKHOUSE__URL").expect("LEADSTREAM_CLICKHOUSE__URL is unset: run the tests with scripts/test.sh")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A name unique to this process and call, safe for topics and databases.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}_{}_{}_{}", std::process::id(), chrono::Utc::now().timestamp_millis() % 1_000_000, N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// One test's world: a database and a set of source topics of its own.
+pub struct World {
+    /// ClickHouse database.
+    pub database: String,
+    /// Topic prefix; source topics are `<prefix>.leads.<source>`.
+    pub prefix: String,
+    /// Partitions per topic.
+    pub partitions: i32,
+}
+
+impl World {
+    /// Creates the topics (7 sources, normalized, dead letters) on the broker.
+    pub async fn new(name: &str, partitions: i32) -> Self {
+        let id = unique(name);
+        let w = World { database: format!("db_{id}"), prefix: id, partitions };
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+        let names: Vec<String> = SourceKind::ALL.iter().map(|k| w.topic(*k)).chain([w.normalized_topic(), w.dead_letter_topic()]).collect();
+        let topics: Vec<NewTopic<'_>> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+        let results = admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics");
+        for r in results {
+            if let Err((t, e)) = r {
+                panic!("creating topic {t}: {e}");
+            }
+        }
+        w
+    }
+
+    /// The source topic of a kind.
+    pub fn topic(&self, k: SourceKind) -> String {
+        format!("{}.{}", self.prefix, k.canonical_topic())
+    }
+
+    /// The normalized topic.
+    pub fn normalized_topic(&self) -> String {
+        format!("{}.leads.normalized", self.prefix)
+    }
+
+    /// The dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.leads.dlq", self.prefix)
+    }
+
+    /// A collector configuration for this world (fast flushes, HTTP off unless a port is given).
+    pub fn collector_config(&self, group: &str) -> CollectorConfig {
+        let mut c = CollectorConfig::default();
+        c.kafka.brokers = brokers();
+        c.kafka.group_id = format!("{}-{group}", self.prefix);
+        c.kafka.topics = SourceKind::ALL.iter().map(|k| (self.topic(*k), *k)).collect();
+        c.kafka.normalized_topic = self.normalized_topic();
+        c.kafka.dead_letter_topic = self.dead_letter_topic();
+        c.kafka.properties.0.insert("session.timeout.ms".into(), "6000".into());
+        c.kafka.properties.0.insert("fetch.wait.max.ms".into(), "50".into());
+        c.clickhouse.url = clickhouse_url();
+        c.clickhouse.database = self.database.clone();
+        c.normalize.channels_file = repo_root().join("config/channels.yaml");
+        c.normalize.pii_salt = Some(Secret::new("golden-salt".into()));
+        c.batch.flush_interval_ms = 200;
+        c.retry.max_backoff_ms = 1000;
+        c.http.listen = String::new();
+        c.validate().expect("test config is valid");
+        c
+    }
+}
+
+/// A plain producer.
+pub fn producer() -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers()).set("linger.ms", "1").create().expect("producer")
+}
+
+/// Produces one message and waits for the acknowledgement; returns (partition, offset).
+pub async fn produce(p: &FutureProducer, topic: &str, key: Option<&str>, payload: &[u8]) -> (i32, i64) {
+    let mut rec = FutureRecord::<str, [u8]>::to(topic).payload(payload);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    let d = p.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+    (d.partition, d.offset)
+}
+
+/// A ClickHouse client on the world's database.
+pub fn clickhouse(database: &str) -> clickhouse::Client {
+    clickhouse::Client::default().with_url(clickhouse_url()).with_database(database).with_option("network_compression_method", "lz4")
+}
+
+/// Runs a query and returns its rows as JSON objects (JSONEachRow).
+pub async fn query_json(url: &str, database: &str, sql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let client = clickhouse::Client::default().with_url(url).with_database(database).with_option("network_compression_method", "lz4");
+    let mut cursor = client.query(sql).fetch_bytes("JSONEachRow")?;
+    let mut buf = Vec::new();
+    while let Some(chunk) = cursor.next().await? {
+        buf.extend_from_slice(&chunk);
+    }
+    buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| Ok(serde_json::from_slice(l)?)).collect()
+}
+
+/// A single number from a query, or None while the query fails (e.g. table not created yet).
+pub async fn query_u64(url: &str, database: &str, sql: &str) -> Option<u64> {
+    let rows = query_json(url, database, sql).await.ok()?;
+    let v = rows.first()?.as_object()?.values().next()?.clone();
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// Polls `probe` until it returns `Some(v)` with `pred(v)` or `limit` passes; returns the last value.
+/// A functional wait (the data must arrive), not a speed assertion: the limit is generous.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut probe: F, pred: impl Fn(&T) -> bool) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < limit {
+        if let Some(v) = probe().await {
+            if pred(&v) {
+                return Some(v);
+            }
+            last = Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+/// The raw fixtures of the data contract: (kind, file name, bytes).
+pub fn raw_fixtures() -> Vec<(SourceKind, String, Vec<u8>)> {
+    let dir = repo_root().join("schemas/fixtures/raw");
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .expect("fixtures")
+        .map(|e| {
+            let p = e.expect("entry").path();
+            let name = p.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+            let kind = SourceKind::parse(name.split("__").next().expect("prefix")).expect("kind");
+            (kind, name, std::fs::read(&p).expect("read"))
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+/// The golden normalized output of a fixture.
+pub fn golden(name: &str) -> serde_json::Value {
+    let p = repo_root().join("schemas/fixtures/normalized").join(name);
+    serde_json::from_str(&std::fs::read_to_string(p).expect("golden")).expect("json")
+}
+
+/// A private ClickHouse server for tests that stop and start it (outage tests), so the shared
+/// one stays up for everyone else.
+pub struct PrivateClickHouse {
+    /// Its URL.
+    pub url: String,
+    dir: PathBuf,
+    http_port: u16,
+    tcp_port: u16,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+impl PrivateClickHouse {
+    /// Starts a server in a fresh directory and waits for `/ping`.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("ch"));
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let mut s = Self { url: format!("http://127.0.0.1:{http_port}"), dir, http_port, tcp_port, child: None };
+        s.restart();
+        s
+    }
+
+    /// Starts the server again on the same directory and ports.
+    pub fn restart(&mut self) {
+        let python = std::env::var("LEADSTREAM_STACK_PYTHON").expect("LEADSTREAM_STACK_PYTHON is unset: run the tests with scripts/test.sh");
+        std::fs::create_dir_all(&self.dir).expect("dir");
+        let log = std::fs::File::create(self.dir.join("server.log")).expect("log");
+        let child = std::process::Command::new(python)
+            .arg(repo_root().join("scripts/clickhouse_server.py"))
+            .args(["--dir", self.dir.to_str().expect("utf-8"), "--http-port", &self.http_port.to_string(), "--tcp-port", &self.tcp_port.to_string()])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn clickhouse");
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("private clickhouse did not start; see {:?}", self.dir.join("server.log"));
+    }
+
+    /// Kills the server (as an outage would).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
