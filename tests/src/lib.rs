@@ -243,3 +243,64 @@ impl Drop for PrivateClickHouse {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Runs the collector in-process until the returned token is cancelled.
+pub fn spawn_collector(cfg: CollectorConfig) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    let h = tokio::spawn(async move { leadstream_collector::run(cfg, t).await.expect("collector run") });
+    (token, h)
+}
+
+/// Stops an in-process collector and waits for it to finish its flush and commit.
+pub async fn stop_collector((token, handle): (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>)) {
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), handle).await.expect("collector stops").expect("collector task");
+}
+
+/// For every partition of `topics`: (committed offset of `group`, high watermark).
+pub fn committed_vs_end(group: &str, topics: &[String], partitions: i32) -> Vec<(String, i32, i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        for p in 0..partitions {
+            tpl.add_partition(t, p);
+        }
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10)).expect("watermarks");
+            let off = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (e.topic().to_string(), e.partition(), off, high)
+        })
+        .collect()
+}
+
+/// Reads `count` messages from the beginning of `topic` (or fewer if `limit` passes first).
+pub async fn read_topic(topic: &str, count: usize, limit: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < count && start.elapsed() < limit {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
+            out.push(m.detach());
+        }
+    }
+    out
+}

@@ -26,6 +26,9 @@ pub enum ConfigError {
     },
 }
 
+/// Top-level sections, the only keys environment variables may set.
+const SECTIONS: &[&str] = &["kafka", "clickhouse", "normalize", "batch", "retry", "rate_limits", "http", "log"];
+
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, reason: reason.into() }
 }
@@ -221,14 +224,27 @@ impl Default for CollectorConfig {
 impl CollectorConfig {
     /// Defaults, then `file` (when given), then `LEADSTREAM_*` environment variables; validated.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(CollectorConfig::default()));
+        // Figment merges maps key by key, so default topics in the base layer would stay subscribed
+        // next to a file's own; the default topic map applies only when no layer gives one.
+        let mut base = CollectorConfig::default();
+        let default_topics = std::mem::take(&mut base.kafka.topics);
+        let mut fig = Figment::from(Serialized::defaults(base));
         if let Some(f) = file {
             if !f.exists() {
                 return Err(invalid("--config", format!("file {} does not exist", f.display())));
             }
             fig = fig.merge(Yaml::file(f));
         }
-        let mut cfg: CollectorConfig = fig.merge(Env::prefixed("LEADSTREAM_").split("__")).extract().map_err(Box::new)?;
+        // Only the configuration's own sections: LEADSTREAM_CONFIG and other LEADSTREAM_* variables
+        // of the scripts are not configuration keys.
+        let env = Env::prefixed("LEADSTREAM_").split("__").filter(|k| {
+            let section = k.as_str().split('.').next().and_then(|s| s.split("__").next()).unwrap_or_default();
+            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
+        });
+        let mut cfg: CollectorConfig = fig.merge(env).extract().map_err(Box::new)?;
+        if cfg.kafka.topics.is_empty() {
+            cfg.kafka.topics = default_topics;
+        }
         cfg.resolve_secret_files()?;
         cfg.validate()?;
         Ok(cfg)
@@ -387,6 +403,27 @@ mod tests {
         let dump = format!("{c:?}");
         assert!(!dump.contains("ch-pass-123") && !dump.contains("kafka-pass-456") && !dump.contains("a-long-salt"), "{dump}");
         assert!(dump.contains("svc-user"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_ignores_foreign_variables() {
+        // Process-wide environment: this is the only test in this crate that sets variables.
+        std::env::set_var("LEADSTREAM_NORMALIZE__PII_SALT", "salt-from-env");
+        std::env::set_var("LEADSTREAM_BATCH__MAX_ROWS", "77");
+        std::env::set_var("LEADSTREAM_SOMETHING_ELSE", "not a config key");
+        let c = CollectorConfig::load(None).unwrap();
+        assert_eq!(c.batch.max_rows, 77);
+        assert_eq!(c.kafka.topics.len(), 7, "default topics without a file");
+        let dir = std::env::temp_dir().join(format!("ls-cfg-topics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(&f, "kafka:\n  topics:\n    shop.orders: order\n").unwrap();
+        let c = CollectorConfig::load(Some(&f)).unwrap();
+        assert_eq!(c.kafka.topics.keys().collect::<Vec<_>>(), ["shop.orders"], "a file's topics replace the defaults");
+        assert_eq!(c.normalize.pii_salt.as_ref().map(|s| s.expose().as_str()), Some("salt-from-env"));
+        for v in ["LEADSTREAM_NORMALIZE__PII_SALT", "LEADSTREAM_BATCH__MAX_ROWS", "LEADSTREAM_SOMETHING_ELSE"] {
+            std::env::remove_var(v);
+        }
     }
 
     #[test]
