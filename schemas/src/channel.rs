@@ -81,7 +81,12 @@ impl ChannelRules {
 
     /// Checks names and lists; errors name the key at fault.
     pub fn validate(&self) -> Result<(), ChannelRulesError> {
-        let bad = |key: String, reason: &str| Err(ChannelRulesError::Invalid { key, reason: reason.to_string() });
+        let bad = |key: String, reason: &str| {
+            Err(ChannelRulesError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
         if !valid_channel_name(&self.fallback) {
             return bad("fallback".into(), "must be 1-64 chars of a-z, 0-9, _");
         }
@@ -90,12 +95,22 @@ impl ChannelRules {
         }
         for (i, r) in self.rules.iter().enumerate() {
             if !valid_channel_name(&r.channel) {
-                return bad(format!("rules[{i}].channel"), "must be 1-64 chars of a-z, 0-9, _");
+                return bad(
+                    format!("rules[{i}].channel"),
+                    "must be 1-64 chars of a-z, 0-9, _",
+                );
             }
-            for (name, list) in [("platform", &r.platform), ("utm_source", &r.utm_source), ("utm_medium", &r.utm_medium)] {
+            for (name, list) in [
+                ("platform", &r.platform),
+                ("utm_source", &r.utm_source),
+                ("utm_medium", &r.utm_medium),
+            ] {
                 if let Some(l) = list {
                     if l.is_empty() || l.iter().any(|v| v.trim().is_empty()) {
-                        return bad(format!("rules[{i}].{name}"), "must be a non-empty list of non-empty values");
+                        return bad(
+                            format!("rules[{i}].{name}"),
+                            "must be a non-empty list of non-empty values",
+                        );
                     }
                 }
             }
@@ -105,7 +120,10 @@ impl ChannelRules {
 
     fn lowercase_values(&mut self) {
         for r in &mut self.rules {
-            for l in [&mut r.platform, &mut r.utm_source, &mut r.utm_medium].into_iter().flatten() {
+            for l in [&mut r.platform, &mut r.utm_source, &mut r.utm_medium]
+                .into_iter()
+                .flatten()
+            {
                 l.iter_mut().for_each(|v| *v = v.trim().to_lowercase());
             }
         }
@@ -113,7 +131,10 @@ impl ChannelRules {
 
     /// The channel for an event: the first matching rule's, else the fallback.
     pub fn classify(&self, input: &ChannelInput<'_>) -> &str {
-        self.rules.iter().find(|r| r.matches(input)).map_or(self.fallback.as_str(), |r| r.channel.as_str())
+        self.rules
+            .iter()
+            .find(|r| r.matches(input))
+            .map_or(self.fallback.as_str(), |r| r.channel.as_str())
     }
 }
 
@@ -128,12 +149,16 @@ impl ChannelRule {
             && in_list(&self.utm_source, i.utm_source)
             && in_list(&self.utm_medium, i.utm_medium)
             && self.has_utm.is_none_or(|want| want == has_utm)
-            && self.has_platform.is_none_or(|want| want == i.platform.is_some())
+            && self
+                .has_platform
+                .is_none_or(|want| want == i.platform.is_some())
     }
 }
 
 fn valid_channel_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 #[cfg(test)]
@@ -151,7 +176,15 @@ rules:
     #[test]
     fn first_match_wins_and_fallback_applies() {
         let r = ChannelRules::from_yaml(RULES).unwrap();
-        let c = |p, s, m| r.classify(&ChannelInput { platform: p, utm_source: s, utm_medium: m, utm_campaign: None }).to_string();
+        let c = |p, s, m| {
+            r.classify(&ChannelInput {
+                platform: p,
+                utm_source: s,
+                utm_medium: m,
+                utm_campaign: None,
+            })
+            .to_string()
+        };
         assert_eq!(c(Some("DOUYIN"), None, None), "douyin");
         assert_eq!(c(None, Some("douyin"), Some("referral")), "douyin");
         assert_eq!(c(None, Some("friend"), Some("referral")), "referral");
@@ -162,7 +195,10 @@ rules:
     #[test]
     fn validation_names_the_key() {
         let e = ChannelRules::from_yaml("rules:\n  - { channel: Bad-Name }\n").unwrap_err();
-        assert_eq!(e.to_string(), "channel rules: `rules[0].channel`: must be 1-64 chars of a-z, 0-9, _");
+        assert_eq!(
+            e.to_string(),
+            "channel rules: `rules[0].channel`: must be 1-64 chars of a-z, 0-9, _"
+        );
         let e = ChannelRules::from_yaml("rules:\n  - { channel: x, platfrom: [a] }\n").unwrap_err();
         assert!(e.to_string().contains("platfrom"), "{e}");
         let e = ChannelRules::from_yaml("rules:\n  - { channel: x, platform: [] }\n").unwrap_err();

@@ -96,12 +96,24 @@ pub struct NormalizeError {
 impl NormalizeError {
     /// An error about the message as a whole.
     pub fn whole(category: ErrorCategory, message: impl Into<String>) -> Self {
-        Self { category, field: None, message: message.into() }
+        Self {
+            category,
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// An error about one field.
-    pub fn field(category: ErrorCategory, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { category, field: Some(field.into()), message: message.into() }
+    pub fn field(
+        category: ErrorCategory,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            category,
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 }
 

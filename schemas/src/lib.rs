@@ -17,6 +17,8 @@ pub mod timestamp;
 pub use channel::{ChannelInput, ChannelRules, ChannelRulesError};
 pub use error::{ErrorCategory, NormalizeError};
 pub use event::NormalizedEvent;
-pub use normalize::{event_id, Normalizer, NormalizerConfig, SourceMeta, DEFAULT_MAX_MESSAGE_BYTES};
+pub use normalize::{
+    event_id, Normalizer, NormalizerConfig, SourceMeta, DEFAULT_MAX_MESSAGE_BYTES,
+};
 pub use secret::Secret;
 pub use source::{EventType, SourceKind};

@@ -24,13 +24,29 @@ pub struct Migration {
 }
 
 const SINGLE: &[Migration] = &[
-    Migration { version: 1, name: "lead_events", sql: include_str!("../migrations/single/0001_lead_events.sql") },
-    Migration { version: 2, name: "ingest_errors", sql: include_str!("../migrations/single/0002_ingest_errors.sql") },
+    Migration {
+        version: 1,
+        name: "lead_events",
+        sql: include_str!("../migrations/single/0001_lead_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "ingest_errors",
+        sql: include_str!("../migrations/single/0002_ingest_errors.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
-    Migration { version: 1, name: "lead_events", sql: include_str!("../migrations/cluster/0001_lead_events.sql") },
-    Migration { version: 2, name: "ingest_errors", sql: include_str!("../migrations/cluster/0002_ingest_errors.sql") },
+    Migration {
+        version: 1,
+        name: "lead_events",
+        sql: include_str!("../migrations/cluster/0001_lead_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "ingest_errors",
+        sql: include_str!("../migrations/cluster/0002_ingest_errors.sql"),
+    },
 ];
 
 /// The migrations for a topology, in order.
@@ -65,7 +81,12 @@ impl Migration {
             .collect::<Vec<_>>()
             .join("\n");
         body.split(";\n")
-            .map(|s| s.trim().trim_end_matches(';').trim().replace("${CLUSTER}", cluster))
+            .map(|s| {
+                s.trim()
+                    .trim_end_matches(';')
+                    .trim()
+                    .replace("${CLUSTER}", cluster)
+            })
             .filter(|s| !s.is_empty())
             .collect()
     }
@@ -86,7 +107,10 @@ mod tests {
                 for s in &st {
                     assert!(s.starts_with("CREATE "), "{s}");
                     assert!(!s.contains("${CLUSTER}"));
-                    assert!(s.contains("IF NOT EXISTS"), "every statement must be idempotent: {s}");
+                    assert!(
+                        s.contains("IF NOT EXISTS"),
+                        "every statement must be idempotent: {s}"
+                    );
                 }
             }
         }
@@ -97,7 +121,10 @@ mod tests {
     #[test]
     fn cluster_variant_has_the_same_columns() {
         let cols = |sql: &str| -> Vec<String> {
-            sql.lines().filter(|l| l.starts_with("    ") && !l.trim().starts_with("--")).map(|l| l.trim().to_string()).collect()
+            sql.lines()
+                .filter(|l| l.starts_with("    ") && !l.trim().starts_with("--"))
+                .map(|l| l.trim().to_string())
+                .collect()
         };
         for (s, c) in SINGLE.iter().zip(CLUSTER) {
             assert_eq!(cols(s.sql), cols(c.sql), "{}", s.name);

@@ -17,12 +17,26 @@ pub fn parse_amount(value: &Value) -> Result<Decimal, String> {
             .map_err(|_| format!("{n} is not a representable decimal"))?,
         Value::String(s) => {
             let t = s.trim();
-            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+') {
-                return Err(format!("{} is not a plain decimal number", crate::error::excerpt(s)));
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+            {
+                return Err(format!(
+                    "{} is not a plain decimal number",
+                    crate::error::excerpt(s)
+                ));
             }
-            Decimal::from_str(t).map_err(|_| format!("{} is not a plain decimal number", crate::error::excerpt(s)))?
+            Decimal::from_str(t).map_err(|_| {
+                format!("{} is not a plain decimal number", crate::error::excerpt(s))
+            })?
         }
-        other => return Err(format!("expected a number or a decimal string, got {}", json_type(other))),
+        other => {
+            return Err(format!(
+                "expected a number or a decimal string, got {}",
+                json_type(other)
+            ))
+        }
     };
     check_amount(d)
 }
@@ -85,7 +99,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_amounts() {
-        for v in [json!(-1), json!("-0.5"), json!("1e5"), json!("abc"), json!(""), json!("0.00001"), json!(true), json!(1e20)] {
+        for v in [
+            json!(-1),
+            json!("-0.5"),
+            json!("1e5"),
+            json!("abc"),
+            json!(""),
+            json!("0.00001"),
+            json!(true),
+            json!(1e20),
+        ] {
             assert!(parse_amount(&v).is_err(), "{v} should be rejected");
         }
         assert!(from_cents(-5).is_err());

@@ -71,18 +71,32 @@ impl Normalizer {
         if payload.len() > self.config.max_message_bytes {
             return Err(NormalizeError::whole(
                 C::Oversized,
-                format!("message is {} bytes, the limit is {}", payload.len(), self.config.max_message_bytes),
+                format!(
+                    "message is {} bytes, the limit is {}",
+                    payload.len(),
+                    self.config.max_message_bytes
+                ),
             ));
         }
         let text = std::str::from_utf8(payload).map_err(|e| {
-            NormalizeError::whole(C::InvalidUtf8, format!("invalid utf-8 at byte {}", e.valid_up_to()))
+            NormalizeError::whole(
+                C::InvalidUtf8,
+                format!("invalid utf-8 at byte {}", e.valid_up_to()),
+            )
         })?;
         let value: Value = serde_json::from_str(text)
             .map_err(|e| NormalizeError::whole(C::InvalidJson, format!("not valid json: {e}")))?;
         let Value::Object(map) = value else {
-            return Err(NormalizeError::whole(C::NotAnObject, format!("expected a json object, got {}", json_type(&value))));
+            return Err(NormalizeError::whole(
+                C::NotAnObject,
+                format!("expected a json object, got {}", json_type(&value)),
+            ));
         };
-        let mut f = Fields { map, prefix: "", tz: self.config.time_zone };
+        let mut f = Fields {
+            map,
+            prefix: "",
+            tz: self.config.time_zone,
+        };
         let mut ev = match meta.kind {
             SourceKind::Exposure => self.exposure(&mut f)?,
             SourceKind::AdClick => self.click(&mut f)?,
@@ -96,8 +110,14 @@ impl Normalizer {
         ev.source_topic = meta.kind.canonical_topic().to_string();
         ev.source_partition = meta.partition;
         ev.source_offset = meta.offset;
-        ev.received_at = meta.received_at.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(meta.received_at);
-        if matches!(meta.kind, SourceKind::Exposure | SourceKind::AdClick | SourceKind::Signup) {
+        ev.received_at = meta
+            .received_at
+            .duration_trunc(TimeDelta::milliseconds(1))
+            .unwrap_or(meta.received_at);
+        if matches!(
+            meta.kind,
+            SourceKind::Exposure | SourceKind::AdClick | SourceKind::Signup
+        ) {
             ev.channel = Some(self.channel(&ev));
         }
         ev.extra = f.map;
@@ -135,7 +155,13 @@ impl Normalizer {
         let url = url::Url::parse(&raw_url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or_else(|| NormalizeError::field(C::InvalidValue, "landing_url", format!("{} is not an absolute http(s) url", excerpt(&raw_url))))?;
+            .ok_or_else(|| {
+                NormalizeError::field(
+                    C::InvalidValue,
+                    "landing_url",
+                    format!("{} is not an absolute http(s) url", excerpt(&raw_url)),
+                )
+            })?;
         for (k, v) in url.query_pairs() {
             let v = v.trim();
             if v.is_empty() {
@@ -167,11 +193,15 @@ impl Normalizer {
         ev.device_id = f.opt_id("device_id")?;
         let salt = &self.config.pii_salt;
         if let Some(p) = f.opt_text("phone")? {
-            let n = normalize_phone(&p).map_err(|why| NormalizeError::field(C::InvalidValue, "phone", format!("phone number {why}")))?;
+            let n = normalize_phone(&p).map_err(|why| {
+                NormalizeError::field(C::InvalidValue, "phone", format!("phone number {why}"))
+            })?;
             ev.phone_hash = Some(hash_pii(salt, "phone", &n));
         }
         if let Some(e) = f.opt_text("email")? {
-            let n = normalize_email(&e).map_err(|why| NormalizeError::field(C::InvalidValue, "email", format!("email address {why}")))?;
+            let n = normalize_email(&e).map_err(|why| {
+                NormalizeError::field(C::InvalidValue, "email", format!("email address {why}"))
+            })?;
             ev.email_hash = Some(hash_pii(salt, "email", &n));
         }
         // Personal data that is never stored (SPEC §4), whatever its shape.
@@ -193,7 +223,10 @@ impl Normalizer {
 
 fn trial(f: &mut Fields) -> Result<NormalizedEvent> {
     let id = f.id("trial_id")?;
-    let event_type = match f.one_of("event", &["trial_started", "trial_activated", "trial_expired"])? {
+    let event_type = match f.one_of(
+        "event",
+        &["trial_started", "trial_activated", "trial_expired"],
+    )? {
         "trial_started" => EventType::TrialStarted,
         "trial_activated" => EventType::TrialActivated,
         _ => EventType::TrialExpired,
@@ -210,9 +243,22 @@ fn call(f: &mut Fields) -> Result<NormalizedEvent> {
     ev.call_direction = Some(f.one_of("direction", &["inbound", "outbound"])?.to_string());
     let duration = f.count("duration_sec")?;
     ev.call_duration_sec = Some(u32::try_from(duration).map_err(|_| {
-        NormalizeError::field(C::InvalidValue, "duration_sec", format!("{duration} seconds is longer than any call"))
+        NormalizeError::field(
+            C::InvalidValue,
+            "duration_sec",
+            format!("{duration} seconds is longer than any call"),
+        )
     })?);
-    let outcome = f.one_of("outcome", &["connected", "no_answer", "callback", "qualified", "disqualified"])?;
+    let outcome = f.one_of(
+        "outcome",
+        &[
+            "connected",
+            "no_answer",
+            "callback",
+            "qualified",
+            "disqualified",
+        ],
+    )?;
     ev.call_outcome = Some(outcome.to_string());
     let reason = f.opt_text("disqualify_reason")?;
     if outcome == "disqualified" && reason.is_none() {
@@ -259,11 +305,18 @@ fn order(f: &mut Fields) -> Result<NormalizedEvent> {
     let cents = f.opt_count("amount_cents")?;
     let decimal = f.opt_money("amount")?;
     let amount = match (cents, decimal) {
-        (None, None) => return Err(f.missing("amount_cents", "an order needs amount_cents or amount")),
+        (None, None) => {
+            return Err(f.missing("amount_cents", "an order needs amount_cents or amount"))
+        }
         (Some(c), d) => {
-            let from_c = from_cents(c).map_err(|why| NormalizeError::field(C::InvalidMoney, "amount_cents", why))?;
+            let from_c = from_cents(c)
+                .map_err(|why| NormalizeError::field(C::InvalidMoney, "amount_cents", why))?;
             if d.is_some_and(|d| d != from_c) {
-                return Err(NormalizeError::field(C::InvalidMoney, "amount", format!("amount disagrees with amount_cents ({from_c})")));
+                return Err(NormalizeError::field(
+                    C::InvalidMoney,
+                    "amount",
+                    format!("amount disagrees with amount_cents ({from_c})"),
+                ));
             }
             from_c
         }
@@ -318,8 +371,12 @@ fn blank(event_type: EventType, native_id: String, event_time: DateTime<Utc>) ->
 /// separate events of one native id (SPEC §1).
 fn discriminator(t: EventType) -> Option<&'static str> {
     match t {
-        EventType::TrialStarted | EventType::TrialActivated | EventType::TrialExpired => Some(&t.as_str()["trial_".len()..]),
-        EventType::ContractSigned | EventType::ContractLost | EventType::ContractCancelled => Some(&t.as_str()["contract_".len()..]),
+        EventType::TrialStarted | EventType::TrialActivated | EventType::TrialExpired => {
+            Some(&t.as_str()["trial_".len()..])
+        }
+        EventType::ContractSigned | EventType::ContractLost | EventType::ContractCancelled => {
+            Some(&t.as_str()["contract_".len()..])
+        }
         _ => None,
     }
 }
@@ -358,7 +415,11 @@ impl Fields {
     }
 
     fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> NormalizeError {
-        NormalizeError::field(C::InvalidType, self.path(key), format!("expected {expected}, got {}", json_type(got)))
+        NormalizeError::field(
+            C::InvalidType,
+            self.path(key),
+            format!("expected {expected}, got {}", json_type(got)),
+        )
     }
 
     /// Removes a key; JSON null counts as absent.
@@ -367,7 +428,8 @@ impl Fields {
     }
 
     fn required(&mut self, key: &str) -> Result<Value> {
-        self.take(key).ok_or_else(|| self.missing(key, "required field is missing"))
+        self.take(key)
+            .ok_or_else(|| self.missing(key, "required field is missing"))
     }
 
     fn string(&self, key: &str, v: Value) -> Result<String> {
@@ -379,10 +441,18 @@ impl Fields {
 
     fn check_id(&self, key: &str, s: String) -> Result<String> {
         if s.trim().is_empty() {
-            return Err(NormalizeError::field(C::InvalidId, self.path(key), "id is empty"));
+            return Err(NormalizeError::field(
+                C::InvalidId,
+                self.path(key),
+                "id is empty",
+            ));
         }
         if s.len() > MAX_ID_BYTES {
-            return Err(NormalizeError::field(C::InvalidId, self.path(key), format!("id is {} bytes, the limit is {MAX_ID_BYTES}", s.len())));
+            return Err(NormalizeError::field(
+                C::InvalidId,
+                self.path(key),
+                format!("id is {} bytes, the limit is {MAX_ID_BYTES}", s.len()),
+            ));
         }
         Ok(s)
     }
@@ -405,7 +475,11 @@ impl Fields {
 
     fn check_text(&self, key: &str, s: String) -> Result<Option<String>> {
         if s.len() > MAX_TEXT_BYTES {
-            return Err(NormalizeError::field(C::InvalidValue, self.path(key), format!("text is {} bytes, the limit is {MAX_TEXT_BYTES}", s.len())));
+            return Err(NormalizeError::field(
+                C::InvalidValue,
+                self.path(key),
+                format!("text is {} bytes, the limit is {MAX_TEXT_BYTES}", s.len()),
+            ));
         }
         let t = s.trim();
         Ok((!t.is_empty()).then(|| t.to_string()))
@@ -414,7 +488,8 @@ impl Fields {
     fn text(&mut self, key: &str) -> Result<String> {
         let v = self.required(key)?;
         let s = self.string(key, v)?;
-        self.check_text(key, s)?.ok_or_else(|| self.missing(key, "required field is empty"))
+        self.check_text(key, s)?
+            .ok_or_else(|| self.missing(key, "required field is empty"))
     }
 
     /// An optional string; empty or blank counts as absent.
@@ -431,9 +506,17 @@ impl Fields {
     fn one_of(&mut self, key: &str, allowed: &[&'static str]) -> Result<&'static str> {
         let v = self.required(key)?;
         let s = self.string(key, v)?;
-        allowed.iter().copied().find(|a| *a == s.trim()).ok_or_else(|| {
-            NormalizeError::field(C::InvalidEnum, self.path(key), format!("{} is not one of {}", excerpt(&s), allowed.join(", ")))
-        })
+        allowed
+            .iter()
+            .copied()
+            .find(|a| *a == s.trim())
+            .ok_or_else(|| {
+                NormalizeError::field(
+                    C::InvalidEnum,
+                    self.path(key),
+                    format!("{} is not one of {}", excerpt(&s), allowed.join(", ")),
+                )
+            })
     }
 
     fn ts(&mut self, key: &str) -> Result<DateTime<Utc>> {
@@ -443,11 +526,16 @@ impl Fields {
             TimestampError::Unparseable(s) => NormalizeError::field(
                 C::InvalidTimestamp,
                 self.path(key),
-                format!("{} is not epoch seconds/milliseconds, rfc 3339, or yyyy-mm-dd hh:mm:ss[.fff]", excerpt(&s)),
+                format!(
+                    "{} is not epoch seconds/milliseconds, rfc 3339, or yyyy-mm-dd hh:mm:ss[.fff]",
+                    excerpt(&s)
+                ),
             ),
-            TimestampError::OutOfRange(s) => {
-                NormalizeError::field(C::InvalidTimestamp, self.path(key), format!("{} is outside 2000-01-01..2100-01-01", excerpt(&s)))
-            }
+            TimestampError::OutOfRange(s) => NormalizeError::field(
+                C::InvalidTimestamp,
+                self.path(key),
+                format!("{} is outside 2000-01-01..2100-01-01", excerpt(&s)),
+            ),
         })
     }
 
@@ -460,7 +548,11 @@ impl Fields {
         };
         match parsed {
             Some(i) if i >= 0 => Ok(i),
-            _ => Err(NormalizeError::field(C::InvalidValue, self.path(key), format!("{} is not a non-negative integer", excerpt(&v.to_string())))),
+            _ => Err(NormalizeError::field(
+                C::InvalidValue,
+                self.path(key),
+                format!("{} is not a non-negative integer", excerpt(&v.to_string())),
+            )),
         }
     }
 
@@ -483,7 +575,9 @@ impl Fields {
     }
 
     fn opt_money(&mut self, key: &str) -> Result<Option<Decimal>> {
-        self.take(key).map(|v| self.money_value(key, &v)).transpose()
+        self.take(key)
+            .map(|v| self.money_value(key, &v))
+            .transpose()
     }
 
     fn currency_value(&self, key: &str, v: Value) -> Result<String> {
@@ -492,7 +586,11 @@ impl Fields {
         if t.len() == 3 && t.bytes().all(|b| b.is_ascii_alphabetic()) {
             Ok(t.to_ascii_uppercase())
         } else {
-            Err(NormalizeError::field(C::InvalidValue, self.path(key), format!("{} is not an iso 4217 currency code", excerpt(&s))))
+            Err(NormalizeError::field(
+                C::InvalidValue,
+                self.path(key),
+                format!("{} is not an iso 4217 currency code", excerpt(&s)),
+            ))
         }
     }
 
@@ -502,13 +600,19 @@ impl Fields {
     }
 
     fn opt_currency(&mut self, key: &str) -> Result<Option<String>> {
-        self.take(key).map(|v| self.currency_value(key, v)).transpose()
+        self.take(key)
+            .map(|v| self.currency_value(key, v))
+            .transpose()
     }
 
     fn opt_object(&mut self, key: &'static str) -> Result<Option<Fields>> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Fields { map, prefix: key, tz: self.tz })),
+            Some(Value::Object(map)) => Ok(Some(Fields {
+                map,
+                prefix: key,
+                tz: self.tz,
+            })),
             Some(other) => Err(self.wrong_type(key, "an object", &other)),
         }
     }

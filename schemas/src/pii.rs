@@ -7,7 +7,10 @@ use sha2::{Digest, Sha256};
 pub fn normalize_phone(raw: &str) -> Result<String, &'static str> {
     let trimmed = raw.trim();
     let mut digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    if trimmed.chars().any(|c| !(c.is_ascii_digit() || " +-().".contains(c))) {
+    if trimmed
+        .chars()
+        .any(|c| !(c.is_ascii_digit() || " +-().".contains(c)))
+    {
         return Err("contains characters other than digits, spaces, + - ( ) .");
     }
     let had_plus = trimmed.starts_with('+');
@@ -30,7 +33,12 @@ pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
     let Some((local, domain)) = e.split_once('@') else {
         return Err("has no @");
     };
-    if local.is_empty() || domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+    if local.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
         return Err("is not shaped like local@domain.tld");
     }
     if e.chars().any(char::is_whitespace) {
@@ -56,7 +64,13 @@ mod tests {
 
     #[test]
     fn phone_forms_agree() {
-        for p in ["13800138000", "+86 138-0013-8000", "008613800138000", "(+86) 138 0013 8000", "8613800138000"] {
+        for p in [
+            "13800138000",
+            "+86 138-0013-8000",
+            "008613800138000",
+            "(+86) 138 0013 8000",
+            "8613800138000",
+        ] {
             let n = normalize_phone(p);
             // "8613800138000" has 13 digits and no plus: kept as the digits given.
             assert_eq!(n.as_deref(), Ok("+8613800138000"), "{p}");
@@ -68,7 +82,10 @@ mod tests {
 
     #[test]
     fn email_is_case_insensitive() {
-        assert_eq!(normalize_email("  Li.Wei@Example.COM ").as_deref(), Ok("li.wei@example.com"));
+        assert_eq!(
+            normalize_email("  Li.Wei@Example.COM ").as_deref(),
+            Ok("li.wei@example.com")
+        );
         assert!(normalize_email("no-at.example.com").is_err());
         assert!(normalize_email("a@b").is_err());
         assert!(normalize_email("a@@b.com").is_err());

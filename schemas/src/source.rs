@@ -24,8 +24,15 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// All kinds in SPEC order.
-    pub const ALL: [SourceKind; 7] =
-        [Self::Exposure, Self::AdClick, Self::Signup, Self::Trial, Self::Call, Self::Contract, Self::Order];
+    pub const ALL: [SourceKind; 7] = [
+        Self::Exposure,
+        Self::AdClick,
+        Self::Signup,
+        Self::Trial,
+        Self::Call,
+        Self::Contract,
+        Self::Order,
+    ];
 
     /// The canonical topic name; also the namespace of `event_id`, so renaming a deployed topic
     /// keeps ids stable.
@@ -48,7 +55,9 @@ impl SourceKind {
 
     /// Looks a kind up by its short name (`ad_click`) or canonical topic (`leads.ad_click`).
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name || k.canonical_topic() == name)
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name || k.canonical_topic() == name)
     }
 }
 

@@ -31,13 +31,16 @@ pub fn parse_timestamp(value: &Value, tz: Tz) -> Result<DateTime<Utc>, Timestamp
             (None, None) => None,
         }
         .ok_or_else(|| TimestampError::Unparseable(n.to_string()))?,
-        Value::String(s) => parse_str(s.trim(), tz).ok_or_else(|| TimestampError::Unparseable(s.clone()))?,
+        Value::String(s) => {
+            parse_str(s.trim(), tz).ok_or_else(|| TimestampError::Unparseable(s.clone()))?
+        }
         _ => return Err(TimestampError::WrongType),
     };
     if !(MIN_MS..MAX_MS).contains(&ms) {
         return Err(TimestampError::OutOfRange(value.to_string()));
     }
-    DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| TimestampError::OutOfRange(value.to_string()))
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .ok_or_else(|| TimestampError::OutOfRange(value.to_string()))
 }
 
 fn epoch_to_ms_int(i: i64) -> Option<i64> {
@@ -109,31 +112,54 @@ mod tests {
     #[test]
     fn threshold_between_seconds_and_millis() {
         // 10^11 itself is seconds (year 5138, out of range); just above is milliseconds (1973, out of range).
-        assert!(matches!(ms(json!(100_000_000_000_i64)), Err(TimestampError::OutOfRange(_))));
-        assert!(matches!(ms(json!(100_000_000_001_i64)), Err(TimestampError::OutOfRange(_))));
+        assert!(matches!(
+            ms(json!(100_000_000_000_i64)),
+            Err(TimestampError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            ms(json!(100_000_000_001_i64)),
+            Err(TimestampError::OutOfRange(_))
+        ));
     }
 
     #[test]
     fn naive_time_uses_configured_zone() {
-        let utc = parse_timestamp(&json!("2025-01-01 00:00:00"), chrono_tz::UTC).map(|d| d.timestamp());
-        let sh = parse_timestamp(&json!("2025-01-01 00:00:00"), chrono_tz::Asia::Shanghai).map(|d| d.timestamp());
+        let utc =
+            parse_timestamp(&json!("2025-01-01 00:00:00"), chrono_tz::UTC).map(|d| d.timestamp());
+        let sh = parse_timestamp(&json!("2025-01-01 00:00:00"), chrono_tz::Asia::Shanghai)
+            .map(|d| d.timestamp());
         assert_eq!(utc.map(|u| u - 8 * 3600), sh);
     }
 
     #[test]
     fn rejects_garbage_and_wrong_types() {
-        assert!(matches!(ms(json!("yesterday")), Err(TimestampError::Unparseable(_))));
+        assert!(matches!(
+            ms(json!("yesterday")),
+            Err(TimestampError::Unparseable(_))
+        ));
         assert!(matches!(ms(json!("")), Err(TimestampError::Unparseable(_))));
-        assert!(matches!(ms(json!("1.2.3")), Err(TimestampError::Unparseable(_))));
+        assert!(matches!(
+            ms(json!("1.2.3")),
+            Err(TimestampError::Unparseable(_))
+        ));
         assert!(matches!(ms(json!(-5)), Err(TimestampError::OutOfRange(_))));
         assert_eq!(ms(json!(true)), Err(TimestampError::WrongType));
         assert_eq!(ms(json!(null)), Err(TimestampError::WrongType));
-        assert!(matches!(ms(json!(i64::MAX)), Err(TimestampError::OutOfRange(_))));
-        assert!(matches!(ms(json!(1e300)), Err(TimestampError::Unparseable(_))));
+        assert!(matches!(
+            ms(json!(i64::MAX)),
+            Err(TimestampError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            ms(json!(1e300)),
+            Err(TimestampError::Unparseable(_))
+        ));
     }
 
     #[test]
     fn truncates_to_milliseconds() {
-        assert_eq!(ms(json!("2025-11-23T04:00:00.123999Z")), Ok(1_763_870_400_123));
+        assert_eq!(
+            ms(json!("2025-11-23T04:00:00.123999Z")),
+            Ok(1_763_870_400_123)
+        );
     }
 }

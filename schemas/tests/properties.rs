@@ -1,13 +1,16 @@
 //! Property tests: no input, however malformed, panics the normalizer.
 #![allow(missing_docs)]
 
-use leadstream_schemas::{ChannelRules, Normalizer, NormalizerConfig, Secret, SourceKind, SourceMeta};
+use leadstream_schemas::{
+    ChannelRules, Normalizer, NormalizerConfig, Secret, SourceKind, SourceMeta,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 fn normalizer() -> Normalizer {
     Normalizer::new(NormalizerConfig {
-        channel_rules: ChannelRules::from_yaml(include_str!("../../config/channels.yaml")).expect("valid"),
+        channel_rules: ChannelRules::from_yaml(include_str!("../../config/channels.yaml"))
+            .expect("valid"),
         time_zone: chrono_tz::Asia::Shanghai,
         pii_salt: Secret::new("p".into()),
         max_message_bytes: 4096,
@@ -24,15 +27,30 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,40}".prop_map(Value::String),
-        prop::sample::select(vec!["2025-11-23 12:00:00", "1763870400", "1763870400123", "2025-11-23T04:00:00Z", "https://e.com/?utm_source=wechat&ab=B", "signed", "lost", "disqualified", "trial_expired", "CNY", "-1", "1.23456"])
-            .prop_map(|s| Value::String(s.to_string())),
+        prop::sample::select(vec![
+            "2025-11-23 12:00:00",
+            "1763870400",
+            "1763870400123",
+            "2025-11-23T04:00:00Z",
+            "https://e.com/?utm_source=wechat&ab=B",
+            "signed",
+            "lost",
+            "disqualified",
+            "trial_expired",
+            "CNY",
+            "-1",
+            "1.23456"
+        ])
+        .prop_map(|s| Value::String(s.to_string())),
     ];
     leaf.prop_recursive(3, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(key(), inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(key(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -40,11 +58,47 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "impression_id", "click_id", "signup_id", "trial_id", "call_id", "contract_id", "order_id", "ts", "clicked_at",
-            "created_at", "at", "started_at", "updated_at", "paid_at", "platform", "campaign_id", "device_id", "user_id",
-            "lead_id", "landing_url", "cost_micros", "phone", "email", "name", "utm", "experiment", "event", "direction",
-            "duration_sec", "outcome", "disqualify_reason", "status", "amount", "currency", "lost_reason", "amount_cents",
-            "source", "medium", "campaign", "id", "variant",
+            "impression_id",
+            "click_id",
+            "signup_id",
+            "trial_id",
+            "call_id",
+            "contract_id",
+            "order_id",
+            "ts",
+            "clicked_at",
+            "created_at",
+            "at",
+            "started_at",
+            "updated_at",
+            "paid_at",
+            "platform",
+            "campaign_id",
+            "device_id",
+            "user_id",
+            "lead_id",
+            "landing_url",
+            "cost_micros",
+            "phone",
+            "email",
+            "name",
+            "utm",
+            "experiment",
+            "event",
+            "direction",
+            "duration_sec",
+            "outcome",
+            "disqualify_reason",
+            "status",
+            "amount",
+            "currency",
+            "lost_reason",
+            "amount_cents",
+            "source",
+            "medium",
+            "campaign",
+            "id",
+            "variant",
         ])
         .prop_map(str::to_string),
         ".{0,8}",

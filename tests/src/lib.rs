@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 /// Kafka bootstrap servers of the test stack.
 pub fn brokers() -> String {
-    std::env::var("LEADSTREAM_KAFKA__BROKERS").expect("LEADSTREAM_KAFKA__BROKERS is unset: run the tests with scripts/test.sh")
+    std::env::var("LEADSTREAM_KAFKA__BROKERS")
+        .expect("LEADSTREAM_KAFKA__BROKERS is unset: run the tests with scripts/test.sh")
 }
 
 /// ClickHouse URL of the test stack.
 pub fn clickhouse_url() -> String {
-    std::env::var("LEADSTREAM_CLICKHOUSE__URL").expect("LEADSTREAM_CLICKHOUSE__URL is unset: run the tests with scripts/test.sh")
+    std::env::var("LEADSTREAM_CLICKHOUSE__URL")
+        .expect("LEADSTREAM_CLICKHOUSE__URL is unset: run the tests with scripts/test.sh")
 }
 
 /// The repository root.
@@ -31,7 +33,12 @@ pub fn repo_root() -> PathBuf {
 /// A name unique to this process and call, safe for topics and databases.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}_{}", std::process::id(), chrono::Utc::now().timestamp_millis() % 1_000_000, N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis() % 1_000_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// One test's world: a database and a set of source topics of its own.
@@ -48,12 +55,28 @@ impl World {
     /// Creates the topics (7 sources, normalized, dead letters) on the broker.
     pub async fn new(name: &str, partitions: i32) -> Self {
         let id = unique(name);
-        let w = World { database: format!("db_{id}"), prefix: id, partitions };
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
-        let names: Vec<String> = SourceKind::ALL.iter().map(|k| w.topic(*k)).chain([w.normalized_topic(), w.dead_letter_topic()]).collect();
-        let topics: Vec<NewTopic<'_>> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
-        let results = admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics");
+        let w = World {
+            database: format!("db_{id}"),
+            prefix: id,
+            partitions,
+        };
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("admin client");
+        let names: Vec<String> = SourceKind::ALL
+            .iter()
+            .map(|k| w.topic(*k))
+            .chain([w.normalized_topic(), w.dead_letter_topic()])
+            .collect();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let results = admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .expect("create topics");
         for r in results {
             if let Err((t, e)) = r {
                 panic!("creating topic {t}: {e}");
@@ -82,11 +105,20 @@ impl World {
         let mut c = CollectorConfig::default();
         c.kafka.brokers = brokers();
         c.kafka.group_id = format!("{}-{group}", self.prefix);
-        c.kafka.topics = SourceKind::ALL.iter().map(|k| (self.topic(*k), *k)).collect();
+        c.kafka.topics = SourceKind::ALL
+            .iter()
+            .map(|k| (self.topic(*k), *k))
+            .collect();
         c.kafka.normalized_topic = self.normalized_topic();
         c.kafka.dead_letter_topic = self.dead_letter_topic();
-        c.kafka.properties.0.insert("session.timeout.ms".into(), "6000".into());
-        c.kafka.properties.0.insert("fetch.wait.max.ms".into(), "50".into());
+        c.kafka
+            .properties
+            .0
+            .insert("session.timeout.ms".into(), "6000".into());
+        c.kafka
+            .properties
+            .0
+            .insert("fetch.wait.max.ms".into(), "50".into());
         c.clickhouse.url = clickhouse_url();
         c.clickhouse.database = self.database.clone();
         c.normalize.channels_file = repo_root().join("config/channels.yaml");
@@ -101,33 +133,59 @@ impl World {
 
 /// A plain producer.
 pub fn producer() -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", brokers()).set("linger.ms", "1").create().expect("producer")
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer")
 }
 
 /// Produces one message and waits for the acknowledgement; returns (partition, offset).
-pub async fn produce(p: &FutureProducer, topic: &str, key: Option<&str>, payload: &[u8]) -> (i32, i64) {
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    payload: &[u8],
+) -> (i32, i64) {
     let mut rec = FutureRecord::<str, [u8]>::to(topic).payload(payload);
     if let Some(k) = key {
         rec = rec.key(k);
     }
-    let d = p.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+    let d = p
+        .send(rec, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
     (d.partition, d.offset)
 }
 
 /// A ClickHouse client on the world's database.
 pub fn clickhouse(database: &str) -> clickhouse::Client {
-    clickhouse::Client::default().with_url(clickhouse_url()).with_database(database).with_option("network_compression_method", "lz4")
+    clickhouse::Client::default()
+        .with_url(clickhouse_url())
+        .with_database(database)
+        .with_option("network_compression_method", "lz4")
 }
 
 /// Runs a query and returns its rows as JSON objects (JSONEachRow).
-pub async fn query_json(url: &str, database: &str, sql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let client = clickhouse::Client::default().with_url(url).with_database(database).with_option("network_compression_method", "lz4");
+pub async fn query_json(
+    url: &str,
+    database: &str,
+    sql: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let client = clickhouse::Client::default()
+        .with_url(url)
+        .with_database(database)
+        .with_option("network_compression_method", "lz4");
     let mut cursor = client.query(sql).fetch_bytes("JSONEachRow")?;
     let mut buf = Vec::new();
     while let Some(chunk) = cursor.next().await? {
         buf.extend_from_slice(&chunk);
     }
-    buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| Ok(serde_json::from_slice(l)?)).collect()
+    buf.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| Ok(serde_json::from_slice(l)?))
+        .collect()
 }
 
 /// A single number from a query, or None while the query fails (e.g. table not created yet).
@@ -139,7 +197,11 @@ pub async fn query_u64(url: &str, database: &str, sql: &str) -> Option<u64> {
 
 /// Polls `probe` until it returns `Some(v)` with `pred(v)` or `limit` passes; returns the last value.
 /// A functional wait (the data must arrive), not a speed assertion: the limit is generous.
-pub async fn eventually<T, F, Fut>(limit: Duration, mut probe: F, pred: impl Fn(&T) -> bool) -> Option<T>
+pub async fn eventually<T, F, Fut>(
+    limit: Duration,
+    mut probe: F,
+    pred: impl Fn(&T) -> bool,
+) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -165,7 +227,11 @@ pub fn raw_fixtures() -> Vec<(SourceKind, String, Vec<u8>)> {
         .expect("fixtures")
         .map(|e| {
             let p = e.expect("entry").path();
-            let name = p.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_string();
             let kind = SourceKind::parse(name.split("__").next().expect("prefix")).expect("kind");
             (kind, name, std::fs::read(&p).expect("read"))
         })
@@ -192,7 +258,10 @@ pub struct PrivateClickHouse {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl PrivateClickHouse {
@@ -200,19 +269,33 @@ impl PrivateClickHouse {
     pub fn start() -> Self {
         let dir = std::env::temp_dir().join(unique("ch"));
         let (http_port, tcp_port) = (free_port(), free_port());
-        let mut s = Self { url: format!("http://127.0.0.1:{http_port}"), dir, http_port, tcp_port, child: None };
+        let mut s = Self {
+            url: format!("http://127.0.0.1:{http_port}"),
+            dir,
+            http_port,
+            tcp_port,
+            child: None,
+        };
         s.restart();
         s
     }
 
     /// Starts the server again on the same directory and ports.
     pub fn restart(&mut self) {
-        let python = std::env::var("LEADSTREAM_STACK_PYTHON").expect("LEADSTREAM_STACK_PYTHON is unset: run the tests with scripts/test.sh");
+        let python = std::env::var("LEADSTREAM_STACK_PYTHON")
+            .expect("LEADSTREAM_STACK_PYTHON is unset: run the tests with scripts/test.sh");
         std::fs::create_dir_all(&self.dir).expect("dir");
         let log = std::fs::File::create(self.dir.join("server.log")).expect("log");
         let child = std::process::Command::new(python)
             .arg(repo_root().join("scripts/clickhouse_server.py"))
-            .args(["--dir", self.dir.to_str().expect("utf-8"), "--http-port", &self.http_port.to_string(), "--tcp-port", &self.tcp_port.to_string()])
+            .args([
+                "--dir",
+                self.dir.to_str().expect("utf-8"),
+                "--http-port",
+                &self.http_port.to_string(),
+                "--tcp-port",
+                &self.tcp_port.to_string(),
+            ])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -225,7 +308,10 @@ impl PrivateClickHouse {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("private clickhouse did not start; see {:?}", self.dir.join("server.log"));
+        panic!(
+            "private clickhouse did not start; see {:?}",
+            self.dir.join("server.log")
+        );
     }
 
     /// Kills the server (as an outage would).
@@ -245,36 +331,65 @@ impl Drop for PrivateClickHouse {
 }
 
 /// Runs the collector in-process until the returned token is cancelled.
-pub fn spawn_collector(cfg: CollectorConfig) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>) {
+pub fn spawn_collector(
+    cfg: CollectorConfig,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
-    let h = tokio::spawn(async move { leadstream_collector::run(cfg, t).await.expect("collector run") });
+    let h = tokio::spawn(async move {
+        leadstream_collector::run(cfg, t)
+            .await
+            .expect("collector run")
+    });
     (token, h)
 }
 
 /// Stops an in-process collector and waits for it to finish its flush and commit.
-pub async fn stop_collector((token, handle): (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>)) {
+pub async fn stop_collector(
+    (token, handle): (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ),
+) {
     token.cancel();
-    tokio::time::timeout(Duration::from_secs(30), handle).await.expect("collector stops").expect("collector task");
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("collector stops")
+        .expect("collector task");
 }
 
 /// For every partition of `topics`: (committed offset of `group`, high watermark).
-pub fn committed_vs_end(group: &str, topics: &[String], partitions: i32) -> Vec<(String, i32, i64, i64)> {
+pub fn committed_vs_end(
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Vec<(String, i32, i64, i64)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().expect("consumer");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for t in topics {
         for p in 0..partitions {
             tpl.add_partition(t, p);
         }
     }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     committed
         .elements()
         .iter()
         .map(|e| {
-            let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10)).expect("watermarks");
+            let (_, high) = c
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .expect("watermarks");
             let off = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => -1,
@@ -285,7 +400,11 @@ pub fn committed_vs_end(group: &str, topics: &[String], partitions: i32) -> Vec<
 }
 
 /// Reads `count` messages from the beginning of `topic` (or fewer if `limit` passes first).
-pub async fn read_topic(topic: &str, count: usize, limit: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+pub async fn read_topic(
+    topic: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     let c: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())

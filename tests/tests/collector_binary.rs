@@ -10,25 +10,50 @@ use std::time::{Duration, Instant};
 /// The binary next to this test's deps directory (scripts/test.sh builds it first).
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
-    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("leadstream-collector");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build --bins` (scripts/test.sh does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("leadstream-collector");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bins` (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
 #[test]
 fn help_explains_configuration() {
-    let out = Command::new(binary()).arg("--help").output().expect("run --help");
+    let out = Command::new(binary())
+        .arg("--help")
+        .output()
+        .expect("run --help");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["--config", "LEADSTREAM_CLICKHOUSE__URL", "LEADSTREAM_NORMALIZE__PII_SALT", "SIGTERM"] {
-        assert!(text.contains(needle), "--help should mention {needle}:\n{text}");
+    for needle in [
+        "--config",
+        "LEADSTREAM_CLICKHOUSE__URL",
+        "LEADSTREAM_NORMALIZE__PII_SALT",
+        "SIGTERM",
+    ] {
+        assert!(
+            text.contains(needle),
+            "--help should mention {needle}:\n{text}"
+        );
     }
 }
 
 #[test]
 fn bad_configuration_names_the_key_and_exits_non_zero() {
     let out = Command::new(binary())
-        .args(["--config", repo_root().join("config/collector.yaml").to_str().expect("utf-8")])
+        .args([
+            "--config",
+            repo_root()
+                .join("config/collector.yaml")
+                .to_str()
+                .expect("utf-8"),
+        ])
         .env("LEADSTREAM_NORMALIZE__PII_SALT", "long-enough-salt")
         .env("LEADSTREAM_BATCH__MAX_ROWS", "0")
         .output()
@@ -38,26 +63,53 @@ fn bad_configuration_names_the_key_and_exits_non_zero() {
     assert!(err.contains("`batch.max_rows`"), "{err}");
 
     let out = Command::new(binary())
-        .args(["--config", repo_root().join("config/collector.yaml").to_str().expect("utf-8")])
+        .args([
+            "--config",
+            repo_root()
+                .join("config/collector.yaml")
+                .to_str()
+                .expect("utf-8"),
+        ])
         .env_remove("LEADSTREAM_NORMALIZE__PII_SALT")
         .env("LEADSTREAM_CLICKHOUSE__PASSWORD", "very-secret-password")
         .arg("--print-config")
         .output()
         .expect("run");
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains("normalize.pii_salt"), "{all}");
-    assert!(!all.contains("very-secret-password"), "a secret was printed: {all}");
+    assert!(
+        !all.contains("very-secret-password"),
+        "a secret was printed: {all}"
+    );
 }
 
 #[test]
 fn print_config_redacts_secrets() {
     let out = Command::new(binary())
-        .args(["--config", repo_root().join("config/collector.yaml").to_str().expect("utf-8"), "--print-config"])
+        .args([
+            "--config",
+            repo_root()
+                .join("config/collector.yaml")
+                .to_str()
+                .expect("utf-8"),
+            "--print-config",
+        ])
         .env("LEADSTREAM_NORMALIZE__PII_SALT", "salt-that-must-not-print")
-        .env("LEADSTREAM_CLICKHOUSE__PASSWORD", "password-that-must-not-print")
+        .env(
+            "LEADSTREAM_CLICKHOUSE__PASSWORD",
+            "password-that-must-not-print",
+        )
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[redacted]"), "{text}");
     assert!(!text.contains("must-not-print"), "{text}");
@@ -68,14 +120,20 @@ fn print_config_redacts_secrets() {
 async fn sigterm_flushes_commits_and_exits_zero() {
     let w = World::new("sigterm", 1).await;
     let cfg = w.collector_config("sigterm");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
     let dir = std::env::temp_dir().join(unique("sigterm"));
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg_file = dir.join("collector.yaml");
     let mut yaml = serde_json::to_value(&cfg).expect("config json");
     yaml["http"]["listen"] = format!("127.0.0.1:{port}").into();
     // Secrets serialize redacted; the salt comes from the environment like in production.
-    yaml["normalize"].as_object_mut().expect("obj").remove("pii_salt");
+    yaml["normalize"]
+        .as_object_mut()
+        .expect("obj")
+        .remove("pii_salt");
     // A long flush interval: only the shutdown flush can write these rows in time.
     yaml["batch"]["flush_interval_ms"] = 60_000.into();
     std::fs::write(&cfg_file, serde_json::to_string(&yaml).expect("json")).expect("write config");
@@ -91,14 +149,25 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     let p = producer();
     let topic = w.topic(SourceKind::Order);
     for i in 0..20 {
-        let msg = format!(r#"{{"order_id":"o-{i}","user_id":"u-{i}","paid_at":1763870400,"amount_cents":{},"currency":"CNY"}}"#, (i + 1) * 100);
+        let msg = format!(
+            r#"{{"order_id":"o-{i}","user_id":"u-{i}","paid_at":1763870400,"amount_cents":{},"currency":"CNY"}}"#,
+            (i + 1) * 100
+        );
         produce(&p, &topic, None, msg.as_bytes()).await;
     }
     // Wait until the collector has read them (the received counter), then stop it.
     let metrics = format!("127.0.0.1:{port}");
-    let read = eventually(Duration::from_secs(90), || async { Some(scrape_received(&metrics, "order").await) }, |n| *n >= 20).await;
+    let read = eventually(
+        Duration::from_secs(90),
+        || async { Some(scrape_received(&metrics, "order").await) },
+        |n| *n >= 20,
+    )
+    .await;
     assert_eq!(read, Some(20), "collector should have read the 20 orders");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let started = Instant::now();
     let exit = loop {
@@ -113,8 +182,16 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     };
     let exit = exit.expect("collector must exit within 10 s of SIGTERM");
     assert!(exit.success(), "exit status {exit}");
-    assert_eq!(query_u64(&clickhouse_url(), &w.database, "SELECT count() FROM lead_events_unique").await, Some(20));
-    for (t, part, committed, end) in committed_vs_end(&cfg.kafka.group_id, &[topic.clone()], 1) {
+    assert_eq!(
+        query_u64(
+            &clickhouse_url(),
+            &w.database,
+            "SELECT count() FROM lead_events_unique"
+        )
+        .await,
+        Some(20)
+    );
+    for (t, part, committed, end) in committed_vs_end(&cfg.kafka.group_id, std::slice::from_ref(&topic), 1) {
         assert_eq!(committed, end, "{t}[{part}] offsets committed at shutdown");
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -122,12 +199,17 @@ async fn sigterm_flushes_commits_and_exits_zero() {
 
 async fn scrape_received(addr: &str, source: &str) -> u64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return 0 };
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
     if s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.is_err() {
         return 0;
     }
     let mut body = String::new();
     let _ = s.read_to_string(&mut body).await;
     let prefix = format!("leadstream_collector_received_total{{source=\"{source}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }

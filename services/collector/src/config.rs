@@ -27,10 +27,22 @@ pub enum ConfigError {
 }
 
 /// Top-level sections, the only keys environment variables may set.
-const SECTIONS: &[&str] = &["kafka", "clickhouse", "normalize", "batch", "retry", "rate_limits", "http", "log"];
+const SECTIONS: &[&str] = &[
+    "kafka",
+    "clickhouse",
+    "normalize",
+    "batch",
+    "retry",
+    "rate_limits",
+    "http",
+    "log",
+];
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
 }
 
 /// The collector's whole configuration.
@@ -85,13 +97,24 @@ pub struct KafkaProperties(pub BTreeMap<String, String>);
 /// Whether a librdkafka property holds a secret.
 pub fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key.pem", "private"].iter().any(|s| k.contains(s))
+    ["password", "secret", "token", "key.pem", "private"]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 impl std::fmt::Debug for KafkaProperties {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| (k, if is_secret_property(k) { "[redacted]" } else { v.as_str() })))
+            .entries(self.0.iter().map(|(k, v)| {
+                (
+                    k,
+                    if is_secret_property(k) {
+                        "[redacted]"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            }))
             .finish()
     }
 }
@@ -188,7 +211,10 @@ impl Default for CollectorConfig {
             kafka: KafkaConfig {
                 brokers: "127.0.0.1:9092".into(),
                 group_id: "leadstream-collector".into(),
-                topics: SourceKind::ALL.iter().map(|k| (k.canonical_topic().to_string(), *k)).collect(),
+                topics: SourceKind::ALL
+                    .iter()
+                    .map(|k| (k.canonical_topic().to_string(), *k))
+                    .collect(),
                 normalized_topic: "leads.normalized".into(),
                 dead_letter_topic: "leads.dlq".into(),
                 properties: KafkaProperties::default(),
@@ -212,11 +238,22 @@ impl Default for CollectorConfig {
                 pii_salt: None,
                 pii_salt_file: None,
             },
-            batch: BatchConfig { max_rows: 10_000, flush_interval_ms: 500 },
-            retry: RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 10_000 },
+            batch: BatchConfig {
+                max_rows: 10_000,
+                flush_interval_ms: 500,
+            },
+            retry: RetryConfig {
+                initial_backoff_ms: 100,
+                max_backoff_ms: 10_000,
+            },
             rate_limits: BTreeMap::new(),
-            http: HttpConfig { listen: "127.0.0.1:9464".into() },
-            log: LogConfig { format: LogFormat::Human, level: "info".into() },
+            http: HttpConfig {
+                listen: "127.0.0.1:9464".into(),
+            },
+            log: LogConfig {
+                format: LogFormat::Human,
+                level: "info".into(),
+            },
         }
     }
 }
@@ -231,14 +268,22 @@ impl CollectorConfig {
         let mut fig = Figment::from(Serialized::defaults(base));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(invalid("--config", format!("file {} does not exist", f.display())));
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", f.display()),
+                ));
             }
             fig = fig.merge(Yaml::file(f));
         }
         // Only the configuration's own sections: LEADSTREAM_CONFIG and other LEADSTREAM_* variables
         // of the scripts are not configuration keys.
         let env = Env::prefixed("LEADSTREAM_").split("__").filter(|k| {
-            let section = k.as_str().split('.').next().and_then(|s| s.split("__").next()).unwrap_or_default();
+            let section = k
+                .as_str()
+                .split('.')
+                .next()
+                .and_then(|s| s.split("__").next())
+                .unwrap_or_default();
             SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
         });
         let mut cfg: CollectorConfig = fig.merge(env).extract().map_err(Box::new)?;
@@ -251,16 +296,33 @@ impl CollectorConfig {
     }
 
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
-        fn read(key: &'static str, path: &Option<PathBuf>, slot: &mut Option<Secret<String>>) -> Result<(), ConfigError> {
+        fn read(
+            key: &'static str,
+            path: &Option<PathBuf>,
+            slot: &mut Option<Secret<String>>,
+        ) -> Result<(), ConfigError> {
             if let Some(p) = path {
-                let s = std::fs::read_to_string(p).map_err(|e| invalid(key, format!("cannot read {}: {e}", p.display())))?;
+                let s = std::fs::read_to_string(p)
+                    .map_err(|e| invalid(key, format!("cannot read {}: {e}", p.display())))?;
                 *slot = Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string()));
             }
             Ok(())
         }
-        read("kafka.sasl_password_file", &self.kafka.sasl_password_file, &mut self.kafka.sasl_password)?;
-        read("clickhouse.password_file", &self.clickhouse.password_file, &mut self.clickhouse.password)?;
-        read("normalize.pii_salt_file", &self.normalize.pii_salt_file, &mut self.normalize.pii_salt)
+        read(
+            "kafka.sasl_password_file",
+            &self.kafka.sasl_password_file,
+            &mut self.kafka.sasl_password,
+        )?;
+        read(
+            "clickhouse.password_file",
+            &self.clickhouse.password_file,
+            &mut self.clickhouse.password,
+        )?;
+        read(
+            "normalize.pii_salt_file",
+            &self.normalize.pii_salt_file,
+            &mut self.normalize.pii_salt,
+        )
     }
 
     /// Checks every value; the error names the first offending key.
@@ -273,69 +335,133 @@ impl CollectorConfig {
             return Err(invalid("kafka.group_id", "must not be empty"));
         }
         if k.topics.is_empty() {
-            return Err(invalid("kafka.topics", "must map at least one source topic to its contract"));
+            return Err(invalid(
+                "kafka.topics",
+                "must map at least one source topic to its contract",
+            ));
         }
-        for (name, key) in [(&k.normalized_topic, "kafka.normalized_topic"), (&k.dead_letter_topic, "kafka.dead_letter_topic")] {
+        for (name, key) in [
+            (&k.normalized_topic, "kafka.normalized_topic"),
+            (&k.dead_letter_topic, "kafka.dead_letter_topic"),
+        ] {
             if name.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
             }
             if k.topics.contains_key(name.as_str()) {
-                return Err(invalid(key, format!("{name} is also a source topic; that would loop")));
+                return Err(invalid(
+                    key,
+                    format!("{name} is also a source topic; that would loop"),
+                ));
             }
         }
         if k.normalized_topic == k.dead_letter_topic {
-            return Err(invalid("kafka.dead_letter_topic", "must differ from kafka.normalized_topic"));
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                "must differ from kafka.normalized_topic",
+            ));
         }
         for key in k.properties.0.keys() {
-            if matches!(key.as_str(), "bootstrap.servers" | "group.id" | "enable.auto.offset.store") {
-                return Err(invalid("kafka.properties", format!("{key} is managed by leadstream; use the dedicated setting")));
+            if matches!(
+                key.as_str(),
+                "bootstrap.servers" | "group.id" | "enable.auto.offset.store"
+            ) {
+                return Err(invalid(
+                    "kafka.properties",
+                    format!("{key} is managed by leadstream; use the dedicated setting"),
+                ));
             }
         }
         let c = &self.clickhouse;
         if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-            return Err(invalid("clickhouse.url", format!("{:?} must start with http:// or https://", c.url)));
+            return Err(invalid(
+                "clickhouse.url",
+                format!("{:?} must start with http:// or https://", c.url),
+            ));
         }
-        if c.database.is_empty() || !c.database.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-            return Err(invalid("clickhouse.database", "must be a non-empty name of letters, digits and _"));
+        if c.database.is_empty()
+            || !c
+                .database
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            return Err(invalid(
+                "clickhouse.database",
+                "must be a non-empty name of letters, digits and _",
+            ));
         }
         if c.topology == Topology::Cluster && c.cluster.trim().is_empty() {
-            return Err(invalid("clickhouse.cluster", "is required when clickhouse.topology is cluster"));
+            return Err(invalid(
+                "clickhouse.cluster",
+                "is required when clickhouse.topology is cluster",
+            ));
         }
         if c.request_timeout_ms == 0 {
             return Err(invalid("clickhouse.request_timeout_ms", "must be positive"));
         }
         let n = &self.normalize;
-        n.time_zone.parse::<chrono_tz::Tz>().map_err(|_| invalid("normalize.time_zone", format!("{:?} is not an IANA time zone", n.time_zone)))?;
+        n.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            invalid(
+                "normalize.time_zone",
+                format!("{:?} is not an IANA time zone", n.time_zone),
+            )
+        })?;
         if !(1024..=16 * 1024 * 1024).contains(&n.max_message_bytes) {
-            return Err(invalid("normalize.max_message_bytes", "must be between 1024 and 16777216"));
+            return Err(invalid(
+                "normalize.max_message_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         match &n.pii_salt {
             None => {
-                return Err(invalid("normalize.pii_salt", "is required: set LEADSTREAM_NORMALIZE__PII_SALT or normalize.pii_salt_file"))
+                return Err(invalid(
+                    "normalize.pii_salt",
+                    "is required: set LEADSTREAM_NORMALIZE__PII_SALT or normalize.pii_salt_file",
+                ))
             }
-            Some(s) if s.expose().len() < 8 => return Err(invalid("normalize.pii_salt", "must be at least 8 characters")),
+            Some(s) if s.expose().len() < 8 => {
+                return Err(invalid(
+                    "normalize.pii_salt",
+                    "must be at least 8 characters",
+                ))
+            }
             Some(_) => {}
         }
         if self.batch.max_rows == 0 || self.batch.max_rows > 1_000_000 {
             return Err(invalid("batch.max_rows", "must be between 1 and 1000000"));
         }
         if !(1..=60_000).contains(&self.batch.flush_interval_ms) {
-            return Err(invalid("batch.flush_interval_ms", "must be between 1 and 60000"));
+            return Err(invalid(
+                "batch.flush_interval_ms",
+                "must be between 1 and 60000",
+            ));
         }
         let r = &self.retry;
         if r.initial_backoff_ms == 0 || r.max_backoff_ms < r.initial_backoff_ms {
-            return Err(invalid("retry", "initial_backoff_ms must be positive and not above max_backoff_ms"));
+            return Err(invalid(
+                "retry",
+                "initial_backoff_ms must be positive and not above max_backoff_ms",
+            ));
         }
         for (topic, rate) in &self.rate_limits {
             if !k.topics.contains_key(topic) {
-                return Err(invalid("rate_limits", format!("{topic} is not a configured source topic")));
+                return Err(invalid(
+                    "rate_limits",
+                    format!("{topic} is not a configured source topic"),
+                ));
             }
             if *rate == 0 {
-                return Err(invalid("rate_limits", format!("{topic}: rate must be positive (remove the entry for no limit)")));
+                return Err(invalid(
+                    "rate_limits",
+                    format!("{topic}: rate must be positive (remove the entry for no limit)"),
+                ));
             }
         }
-        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("http.listen", format!("{:?} is not an ip:port address", self.http.listen)));
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "http.listen",
+                format!("{:?} is not an ip:port address", self.http.listen),
+            ));
         }
         Ok(())
     }
@@ -343,13 +469,24 @@ impl CollectorConfig {
     /// Reads the channel rules file and builds the normalizer's configuration.
     pub fn normalizer_config(&self) -> Result<NormalizerConfig, ConfigError> {
         let n = &self.normalize;
-        let text = std::fs::read_to_string(&n.channels_file)
-            .map_err(|e| invalid("normalize.channels_file", format!("cannot read {}: {e}", n.channels_file.display())))?;
-        let rules = ChannelRules::from_yaml(&text).map_err(|e| invalid("normalize.channels_file", e.to_string()))?;
+        let text = std::fs::read_to_string(&n.channels_file).map_err(|e| {
+            invalid(
+                "normalize.channels_file",
+                format!("cannot read {}: {e}", n.channels_file.display()),
+            )
+        })?;
+        let rules = ChannelRules::from_yaml(&text)
+            .map_err(|e| invalid("normalize.channels_file", e.to_string()))?;
         Ok(NormalizerConfig {
             channel_rules: rules,
-            time_zone: n.time_zone.parse().map_err(|_| invalid("normalize.time_zone", "not an IANA time zone"))?,
-            pii_salt: n.pii_salt.clone().ok_or_else(|| invalid("normalize.pii_salt", "is required"))?,
+            time_zone: n
+                .time_zone
+                .parse()
+                .map_err(|_| invalid("normalize.time_zone", "not an IANA time zone"))?,
+            pii_salt: n
+                .pii_salt
+                .clone()
+                .ok_or_else(|| invalid("normalize.pii_salt", "is required"))?,
             max_message_bytes: n.max_message_bytes,
         })
     }
@@ -379,29 +516,56 @@ mod tests {
     fn errors_name_the_key() {
         let mut c = valid();
         c.batch.max_rows = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("`batch.max_rows`"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`batch.max_rows`"));
         let mut c = valid();
         c.normalize.pii_salt = None;
-        assert!(c.validate().unwrap_err().to_string().contains("`normalize.pii_salt`"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`normalize.pii_salt`"));
         let mut c = valid();
         c.kafka.normalized_topic = "leads.signup".into();
-        assert!(c.validate().unwrap_err().to_string().contains("`kafka.normalized_topic`"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`kafka.normalized_topic`"));
         let mut c = valid();
         c.rate_limits.insert("leads.nope".into(), 5);
         assert!(c.validate().unwrap_err().to_string().contains("leads.nope"));
         let mut c = valid();
         c.normalize.time_zone = "Mars/Olympus".into();
-        assert!(c.validate().unwrap_err().to_string().contains("`normalize.time_zone`"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`normalize.time_zone`"));
     }
 
     #[test]
     fn secrets_never_print() {
         let mut c = valid();
         c.clickhouse.password = Some(Secret::new("ch-pass-123".into()));
-        c.kafka.properties.0.insert("sasl.password".into(), "kafka-pass-456".into());
-        c.kafka.properties.0.insert("sasl.username".into(), "svc-user".into());
+        c.kafka
+            .properties
+            .0
+            .insert("sasl.password".into(), "kafka-pass-456".into());
+        c.kafka
+            .properties
+            .0
+            .insert("sasl.username".into(), "svc-user".into());
         let dump = format!("{c:?}");
-        assert!(!dump.contains("ch-pass-123") && !dump.contains("kafka-pass-456") && !dump.contains("a-long-salt"), "{dump}");
+        assert!(
+            !dump.contains("ch-pass-123")
+                && !dump.contains("kafka-pass-456")
+                && !dump.contains("a-long-salt"),
+            "{dump}"
+        );
         assert!(dump.contains("svc-user"));
     }
 
@@ -419,9 +583,20 @@ mod tests {
         let f = dir.join("c.yaml");
         std::fs::write(&f, "kafka:\n  topics:\n    shop.orders: order\n").unwrap();
         let c = CollectorConfig::load(Some(&f)).unwrap();
-        assert_eq!(c.kafka.topics.keys().collect::<Vec<_>>(), ["shop.orders"], "a file's topics replace the defaults");
-        assert_eq!(c.normalize.pii_salt.as_ref().map(|s| s.expose().as_str()), Some("salt-from-env"));
-        for v in ["LEADSTREAM_NORMALIZE__PII_SALT", "LEADSTREAM_BATCH__MAX_ROWS", "LEADSTREAM_SOMETHING_ELSE"] {
+        assert_eq!(
+            c.kafka.topics.keys().collect::<Vec<_>>(),
+            ["shop.orders"],
+            "a file's topics replace the defaults"
+        );
+        assert_eq!(
+            c.normalize.pii_salt.as_ref().map(|s| s.expose().as_str()),
+            Some("salt-from-env")
+        );
+        for v in [
+            "LEADSTREAM_NORMALIZE__PII_SALT",
+            "LEADSTREAM_BATCH__MAX_ROWS",
+            "LEADSTREAM_SOMETHING_ELSE",
+        ] {
             std::env::remove_var(v);
         }
     }

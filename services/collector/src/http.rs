@@ -17,9 +17,17 @@ struct AppState {
 }
 
 /// Serves the endpoints on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: PrometheusHandle, readiness: Arc<Readiness>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
-        .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move { s.metrics.render() }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -32,7 +40,10 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: PrometheusHandle,
             }),
         )
         .with_state(AppState { metrics, readiness });
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
         tracing::error!(error = %e, "http endpoint failed");
     }
 }

@@ -7,20 +7,26 @@ use std::time::Duration;
 
 /// A message was read from a source topic.
 pub fn message_received(kind: SourceKind, bytes: usize) {
-    metrics::counter!("leadstream_collector_received_total", "source" => kind.as_str()).increment(1);
-    metrics::counter!("leadstream_collector_received_bytes_total", "source" => kind.as_str()).increment(bytes as u64);
+    metrics::counter!("leadstream_collector_received_total", "source" => kind.as_str())
+        .increment(1);
+    metrics::counter!("leadstream_collector_received_bytes_total", "source" => kind.as_str())
+        .increment(bytes as u64);
 }
 
 /// A message was read from a topic that has no contract.
 pub fn unknown_topic(topic: &str) {
-    tracing::warn!(topic, "message from a topic with no configured contract; dead-lettering it");
+    tracing::warn!(
+        topic,
+        "message from a topic with no configured contract; dead-lettering it"
+    );
     metrics::counter!("leadstream_collector_rejected_total", "source" => "unknown", "category" => ErrorCategory::UnknownTopic.as_str())
         .increment(1);
 }
 
 /// A message passed its contract.
 pub fn message_normalized(kind: SourceKind) {
-    metrics::counter!("leadstream_collector_normalized_total", "source" => kind.as_str()).increment(1);
+    metrics::counter!("leadstream_collector_normalized_total", "source" => kind.as_str())
+        .increment(1);
 }
 
 /// A message failed its contract and goes to the dead-letter path.
@@ -37,14 +43,27 @@ pub fn duplicate_in_batch(kind: &str) {
 
 /// Rows were acknowledged by ClickHouse.
 pub fn rows_inserted(table: &'static str, rows: usize, elapsed: Duration) {
-    tracing::debug!(table, rows, elapsed_ms = elapsed.as_millis() as u64, "insert acknowledged");
-    metrics::counter!("leadstream_collector_inserted_rows_total", "table" => table).increment(rows as u64);
-    metrics::histogram!("leadstream_collector_insert_latency_seconds", "table" => table).record(elapsed.as_secs_f64());
-    metrics::histogram!("leadstream_collector_batch_size_rows", "table" => table).record(rows as f64);
+    tracing::debug!(
+        table,
+        rows,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "insert acknowledged"
+    );
+    metrics::counter!("leadstream_collector_inserted_rows_total", "table" => table)
+        .increment(rows as u64);
+    metrics::histogram!("leadstream_collector_insert_latency_seconds", "table" => table)
+        .record(elapsed.as_secs_f64());
+    metrics::histogram!("leadstream_collector_batch_size_rows", "table" => table)
+        .record(rows as f64);
 }
 
 /// A write failed in a way retrying can fix; the collector waits and tries again.
-pub fn write_retry(target: &'static str, attempt: u32, backoff: Duration, error: &dyn std::fmt::Display) {
+pub fn write_retry(
+    target: &'static str,
+    attempt: u32,
+    backoff: Duration,
+    error: &dyn std::fmt::Display,
+) {
     tracing::warn!(target_system = target, attempt, backoff_ms = backoff.as_millis() as u64, %error, "write failed; retrying");
     metrics::counter!("leadstream_collector_retries_total", "target" => target).increment(1);
 }
@@ -58,7 +77,8 @@ pub fn row_rejected_by_sink(event_id: &str, error: &dyn std::fmt::Display) {
 
 /// Messages were published to a Kafka topic.
 pub fn published(target: &'static str, count: usize) {
-    metrics::counter!("leadstream_collector_published_total", "topic" => target).increment(count as u64);
+    metrics::counter!("leadstream_collector_published_total", "topic" => target)
+        .increment(count as u64);
 }
 
 /// Offsets were stored after a successful flush.
@@ -82,7 +102,8 @@ pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
 
 /// The rate limiter made a topic wait.
 pub fn rate_limited(kind: SourceKind) {
-    metrics::counter!("leadstream_collector_rate_limited_total", "source" => kind.as_str()).increment(1);
+    metrics::counter!("leadstream_collector_rate_limited_total", "source" => kind.as_str())
+        .increment(1);
 }
 
 /// Newest event time seen (for freshness).

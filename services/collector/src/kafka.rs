@@ -26,10 +26,18 @@ impl ClientContext for LagContext {
 }
 
 impl ConsumerContext for LagContext {
-    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
@@ -58,7 +66,11 @@ pub fn consumer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<SourceConsumer
         // `store_offset`, which happens after ClickHouse and Kafka acknowledged the batch.
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false");
-    for (k, v) in [("auto.offset.reset", "earliest"), ("statistics.interval.ms", "5000"), ("auto.commit.interval.ms", "1000")] {
+    for (k, v) in [
+        ("auto.offset.reset", "earliest"),
+        ("statistics.interval.ms", "5000"),
+        ("auto.commit.interval.ms", "1000"),
+    ] {
         if !cfg.properties.0.contains_key(k) {
             c.set(k, v);
         }

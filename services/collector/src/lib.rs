@@ -54,9 +54,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
     if !cfg.http.listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
             .await
-            .map_err(|source| CollectorError::Http { addr: cfg.http.listen.clone(), source })?;
+            .map_err(|source| CollectorError::Http {
+                addr: cfg.http.listen.clone(),
+                source,
+            })?;
         tracing::info!(addr = %cfg.http.listen, "serving /metrics, /healthz, /readyz");
-        tracker.spawn(http::serve(listener, telemetry::metrics_handle(), readiness.clone(), shutdown.clone()));
+        tracker.spawn(http::serve(
+            listener,
+            telemetry::metrics_handle(),
+            readiness.clone(),
+            shutdown.clone(),
+        ));
     }
     // Retries stop SHUTDOWN_GRACE after shutdown, so a stuck flush cannot hold the process.
     let give_up = CancellationToken::new();
@@ -71,7 +79,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
         });
     }
     let retry = Retry::new(&cfg, give_up.clone());
-    let sink = match retry.sink(&readiness, || sink::Sink::connect(&cfg.clickhouse)).await {
+    let sink = match retry
+        .sink(&readiness, || sink::Sink::connect(&cfg.clickhouse))
+        .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(why)) => {
             tracing::error!(reason = %why, "clickhouse refused the schema migrations");

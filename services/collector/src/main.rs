@@ -19,7 +19,12 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "leadstream-collector", version, about, long_about)]
 struct Args {
     /// YAML configuration file.
-    #[arg(short, long, env = "LEADSTREAM_CONFIG", default_value = "config/collector.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "LEADSTREAM_CONFIG",
+        default_value = "config/collector.yaml"
+    )]
     config: PathBuf,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
@@ -29,9 +34,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg = CollectorConfig::load(Some(&args.config)).with_context(|| format!("loading {}", args.config.display()))?;
+    let cfg = CollectorConfig::load(Some(&args.config))
+        .with_context(|| format!("loading {}", args.config.display()))?;
     if args.print_config {
-        println!("{}", serde_yaml::to_string(&cfg).context("rendering configuration")?);
+        println!(
+            "{}",
+            serde_yaml::to_string(&cfg).context("rendering configuration")?
+        );
         return Ok(());
     }
     telemetry::init_logging(&cfg.log);

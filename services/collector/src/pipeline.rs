@@ -10,7 +10,9 @@ use crate::kafka::SourceConsumer;
 use crate::sink::{IngestErrorRow, LeadEventRow, Sink, SinkError};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use leadstream_schemas::{ErrorCategory, NormalizeError, NormalizedEvent, Normalizer, SourceKind, SourceMeta};
+use leadstream_schemas::{
+    ErrorCategory, NormalizeError, NormalizedEvent, Normalizer, SourceKind, SourceMeta,
+};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -92,7 +94,11 @@ impl Retry {
     }
 
     /// Runs `op` until it succeeds, fails with `Rejected`, or `give_up` fires.
-    pub(crate) async fn sink<T, F, Fut>(&self, readiness: &Readiness, mut op: F) -> Result<Result<T, String>, GaveUp>
+    pub(crate) async fn sink<T, F, Fut>(
+        &self,
+        readiness: &Readiness,
+        mut op: F,
+    ) -> Result<Result<T, String>, GaveUp>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, SinkError>>,
@@ -142,7 +148,9 @@ pub(crate) struct Pipeline {
 pub(crate) fn limiters(cfg: &CollectorConfig) -> HashMap<String, DefaultDirectRateLimiter> {
     cfg.rate_limits
         .iter()
-        .filter_map(|(t, r)| NonZeroU32::new(*r).map(|r| (t.clone(), RateLimiter::direct(Quota::per_second(r)))))
+        .filter_map(|(t, r)| {
+            NonZeroU32::new(*r).map(|r| (t.clone(), RateLimiter::direct(Quota::per_second(r))))
+        })
         .collect()
 }
 
@@ -151,7 +159,9 @@ impl Pipeline {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Batch::default();
         loop {
-            let deadline = batch.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let deadline = batch
+                .deadline
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -185,7 +195,9 @@ impl Pipeline {
         }
         // Shutdown: flush what was read (bounded by the give-up grace), then commit synchronously.
         if !batch.is_empty() && self.flush(batch).await.is_err() {
-            tracing::warn!("shutdown before the last batch could be written; it will be re-read on restart");
+            tracing::warn!(
+                "shutdown before the last batch could be written; it will be re-read on restart"
+            );
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!("offsets committed"),
@@ -193,18 +205,31 @@ impl Pipeline {
         }
     }
 
-    fn accept(&self, batch: &mut Batch, kind: Option<SourceKind>, m: &rdkafka::message::BorrowedMessage<'_>) {
+    fn accept(
+        &self,
+        batch: &mut Batch,
+        kind: Option<SourceKind>,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let payload = m.payload().unwrap_or_default();
         let received_at = Utc::now();
         let result = match kind {
             None => {
                 events::unknown_topic(topic);
-                Err(NormalizeError::whole(ErrorCategory::UnknownTopic, format!("no contract is configured for topic {topic}")))
+                Err(NormalizeError::whole(
+                    ErrorCategory::UnknownTopic,
+                    format!("no contract is configured for topic {topic}"),
+                ))
             }
             Some(kind) => {
                 events::message_received(kind, payload.len());
-                let meta = SourceMeta { kind, partition, offset, received_at };
+                let meta = SourceMeta {
+                    kind,
+                    partition,
+                    offset,
+                    received_at,
+                };
                 let r = self.normalizer.normalize(&meta, payload);
                 match &r {
                     Ok(_) => events::message_normalized(kind),
@@ -231,17 +256,27 @@ impl Pipeline {
                 received_at_ms: received_at.timestamp_millis(),
             }),
         }
-        let slot = batch.offsets.entry((topic.to_string(), partition)).or_insert(offset);
+        let slot = batch
+            .offsets
+            .entry((topic.to_string(), partition))
+            .or_insert(offset);
         *slot = (*slot).max(offset);
         batch.messages += 1;
-        batch.deadline.get_or_insert_with(|| Instant::now() + self.cfg.flush_interval());
+        batch
+            .deadline
+            .get_or_insert_with(|| Instant::now() + self.cfg.flush_interval());
     }
 
     /// Writes a batch everywhere it goes, then stores its offsets. `Err` only when giving up at shutdown.
     async fn flush(&mut self, mut batch: Batch) -> Result<(), GaveUp> {
         let rows: Vec<LeadEventRow> = batch.events.iter().map(LeadEventRow::from).collect();
         let sink = self.sink.clone();
-        let outcome = self.retry.sink(&self.readiness, || sink.insert::<LeadEventRow>("lead_events", &rows)).await?;
+        let outcome = self
+            .retry
+            .sink(&self.readiness, || {
+                sink.insert::<LeadEventRow>("lead_events", &rows)
+            })
+            .await?;
         if let Err(why) = outcome {
             tracing::warn!(reason = %why, rows = rows.len(), "clickhouse rejected a batch; inserting row by row to isolate the bad rows");
             self.isolate_rejected_rows(&mut batch, &rows).await?;
@@ -249,9 +284,24 @@ impl Pipeline {
         let error_rows: Vec<IngestErrorRow> = batch
             .dead
             .iter()
-            .map(|d| IngestErrorRow::new(&d.topic, d.partition, d.offset, &d.payload, &d.error, d.received_at_ms))
+            .map(|d| {
+                IngestErrorRow::new(
+                    &d.topic,
+                    d.partition,
+                    d.offset,
+                    &d.payload,
+                    &d.error,
+                    d.received_at_ms,
+                )
+            })
             .collect();
-        if let Err(why) = self.retry.sink(&self.readiness, || sink.insert::<IngestErrorRow>("ingest_errors", &error_rows)).await? {
+        if let Err(why) = self
+            .retry
+            .sink(&self.readiness, || {
+                sink.insert::<IngestErrorRow>("ingest_errors", &error_rows)
+            })
+            .await?
+        {
             // Our own error rows are well-formed; if the server still refuses them, the dead-letter
             // topic keeps the record and the partition must not stall on bookkeeping.
             tracing::error!(reason = %why, rows = error_rows.len(), "clickhouse rejected ingest_errors rows; they remain in the dead-letter topic");
@@ -265,19 +315,34 @@ impl Pipeline {
             }
         }
         events::offsets_stored(stored, batch.messages);
-        if let Some(newest) = batch.events.iter().map(|e| e.event_time.timestamp_millis()).max() {
+        if let Some(newest) = batch
+            .events
+            .iter()
+            .map(|e| e.event_time.timestamp_millis())
+            .max()
+        {
             events::newest_event(newest);
         }
         Ok(())
     }
 
     /// After ClickHouse rejected a batch: inserts row by row; rows it rejects become dead letters.
-    async fn isolate_rejected_rows(&mut self, batch: &mut Batch, rows: &[LeadEventRow]) -> Result<(), GaveUp> {
+    async fn isolate_rejected_rows(
+        &mut self,
+        batch: &mut Batch,
+        rows: &[LeadEventRow],
+    ) -> Result<(), GaveUp> {
         let sink = self.sink.clone();
         let mut kept = Vec::with_capacity(batch.events.len());
         for (ev, row) in std::mem::take(&mut batch.events).into_iter().zip(rows) {
             let one = std::slice::from_ref(row);
-            match self.retry.sink(&self.readiness, || sink.insert::<LeadEventRow>("lead_events", one)).await? {
+            match self
+                .retry
+                .sink(&self.readiness, || {
+                    sink.insert::<LeadEventRow>("lead_events", one)
+                })
+                .await?
+            {
                 Ok(()) => kept.push(ev),
                 Err(why) => {
                     events::row_rejected_by_sink(&ev.event_id, &why);
@@ -289,7 +354,10 @@ impl Pipeline {
                         // The original bytes were not kept for valid messages; the normalized
                         // event (hashes, no personal data) stands in for them.
                         payload: serde_json::to_vec(&ev).unwrap_or_default(),
-                        error: NormalizeError::whole(ErrorCategory::SinkRejected, format!("clickhouse rejected the row: {why}")),
+                        error: NormalizeError::whole(
+                            ErrorCategory::SinkRejected,
+                            format!("clickhouse rejected the row: {why}"),
+                        ),
                         received_at_ms: ev.received_at.timestamp_millis(),
                     });
                 }
@@ -304,7 +372,12 @@ impl Pipeline {
         let normalized: Vec<(Vec<u8>, Vec<u8>)> = batch
             .events
             .iter()
-            .map(|e| (e.lead_key().into_bytes(), serde_json::to_vec(e).unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.lead_key().into_bytes(),
+                    serde_json::to_vec(e).unwrap_or_default(),
+                )
+            })
             .collect();
         let mut pending: Vec<usize> = (0..normalized.len() + batch.dead.len()).collect();
         let mut backoff = self.retry.initial;
@@ -315,23 +388,36 @@ impl Pipeline {
                 let producer = &self.producer;
                 async move {
                     let result = if let Some((key, payload)) = normalized.get(i) {
-                        let rec = FutureRecord::to(&self.cfg.kafka.normalized_topic).key(key).payload(payload);
-                        producer.send(rec, Duration::from_secs(30)).await.map(|_| ())
+                        let rec = FutureRecord::to(&self.cfg.kafka.normalized_topic)
+                            .key(key)
+                            .payload(payload);
+                        producer
+                            .send(rec, Duration::from_secs(30))
+                            .await
+                            .map(|_| ())
                     } else {
                         let d = &batch.dead[i - normalized.len()];
                         let rec = dead_letter_record(&self.cfg.kafka.dead_letter_topic, d);
-                        producer.send(rec, Duration::from_secs(30)).await.map(|_| ())
+                        producer
+                            .send(rec, Duration::from_secs(30))
+                            .await
+                            .map(|_| ())
                     };
                     (i, result.map_err(|(e, _)| e))
                 }
             });
             let results = futures::future::join_all(sends).await;
-            let failed: Vec<(usize, rdkafka::error::KafkaError)> =
-                results.into_iter().filter_map(|(i, r)| r.err().map(|e| (i, e))).collect();
+            let failed: Vec<(usize, rdkafka::error::KafkaError)> = results
+                .into_iter()
+                .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+                .collect();
             let sent_normalized = pending.iter().filter(|&&i| i < normalized.len()).count()
                 - failed.iter().filter(|(i, _)| *i < normalized.len()).count();
             events::published("normalized", sent_normalized);
-            events::published("dead_letter", pending.len() - failed.len() - sent_normalized);
+            events::published(
+                "dead_letter",
+                pending.len() - failed.len() - sent_normalized,
+            );
             if let Some((_, e)) = failed.first() {
                 attempt += 1;
                 self.readiness.set(false, "kafka publish failing");
@@ -351,13 +437,33 @@ fn dead_letter_record<'a>(topic: &'a str, d: &'a DeadLetter) -> FutureRecord<'a,
     let partition = d.partition.to_string();
     let offset = d.offset.to_string();
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "ls.source_topic", value: Some(d.topic.as_bytes()) })
-        .insert(Header { key: "ls.source_partition", value: Some(partition.as_bytes()) })
-        .insert(Header { key: "ls.source_offset", value: Some(offset.as_bytes()) })
-        .insert(Header { key: "ls.error_category", value: Some(d.error.category.as_str().as_bytes()) })
-        .insert(Header { key: "ls.error_field", value: Some(d.error.field.as_deref().unwrap_or_default().as_bytes()) })
-        .insert(Header { key: "ls.error_message", value: Some(d.error.message.as_bytes()) });
-    let rec = FutureRecord::to(topic).payload(d.payload.as_slice()).headers(headers);
+        .insert(Header {
+            key: "ls.source_topic",
+            value: Some(d.topic.as_bytes()),
+        })
+        .insert(Header {
+            key: "ls.source_partition",
+            value: Some(partition.as_bytes()),
+        })
+        .insert(Header {
+            key: "ls.source_offset",
+            value: Some(offset.as_bytes()),
+        })
+        .insert(Header {
+            key: "ls.error_category",
+            value: Some(d.error.category.as_str().as_bytes()),
+        })
+        .insert(Header {
+            key: "ls.error_field",
+            value: Some(d.error.field.as_deref().unwrap_or_default().as_bytes()),
+        })
+        .insert(Header {
+            key: "ls.error_message",
+            value: Some(d.error.message.as_bytes()),
+        });
+    let rec = FutureRecord::to(topic)
+        .payload(d.payload.as_slice())
+        .headers(headers);
     match &d.key {
         Some(k) => rec.key(k.as_slice()),
         None => rec,

@@ -25,7 +25,9 @@ pub enum SinkError {
 /// 33 CANNOT_READ_ALL_DATA, 41/38 CANNOT_PARSE_DATETIME/DATE, 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND,
 /// 70 CANNOT_CONVERT_TYPE, 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA, 131 TOO_LARGE_STRING_SIZE,
 /// 190 SIZES_OF_ARRAYS_DONT_MATCH, 407 DECIMAL_OVERFLOW, 469 VIOLATED_CONSTRAINT, 1001 STD_EXCEPTION on bad values.
-const DATA_ERROR_CODES: &[u32] = &[6, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 407, 469];
+const DATA_ERROR_CODES: &[u32] = &[
+    6, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 407, 469,
+];
 
 fn classify(e: clickhouse::error::Error) -> SinkError {
     use clickhouse::error::Error as E;
@@ -35,18 +37,29 @@ fn classify(e: clickhouse::error::Error) -> SinkError {
             _ => SinkError::Transient(one_line(msg)),
         },
         // Serialization failures on our side are about this row's data.
-        E::Custom(_) | E::SchemaMismatch(_) | E::SequenceMustHaveLength | E::InvalidUtf8Encoding(_) => SinkError::Rejected(e.to_string()),
+        E::Custom(_)
+        | E::SchemaMismatch(_)
+        | E::SequenceMustHaveLength
+        | E::InvalidUtf8Encoding(_) => SinkError::Rejected(e.to_string()),
         _ => SinkError::Transient(e.to_string()),
     }
 }
 
 fn exception_code(msg: &str) -> Option<u32> {
     let rest = &msg[msg.find("Code: ")? + 6..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(500).collect()
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect()
 }
 
 /// One row of `lead_events`; field order and types match `schemas/migrations/*/0001_lead_events.sql`.
@@ -125,7 +138,11 @@ impl From<&NormalizedEvent> for LeadEventRow {
             email_hash: s(&e.email_hash),
             event_time: e.event_time.timestamp_millis(),
             received_at: e.received_at.timestamp_millis(),
-            extra: if e.extra.is_empty() { String::new() } else { serde_json::Value::Object(e.extra.clone()).to_string() },
+            extra: if e.extra.is_empty() {
+                String::new()
+            } else {
+                serde_json::Value::Object(e.extra.clone()).to_string()
+            },
         }
     }
 }
@@ -155,7 +172,14 @@ pub struct IngestErrorRow {
 
 impl IngestErrorRow {
     /// Builds the row for a rejected message.
-    pub fn new(topic: &str, partition: i32, offset: i64, payload: &[u8], err: &NormalizeError, received_at_ms: i64) -> Self {
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        err: &NormalizeError,
+        received_at_ms: i64,
+    ) -> Self {
         use sha2::Digest;
         Self {
             source_topic: topic.to_string(),
@@ -201,17 +225,35 @@ impl Sink {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
         let on_cluster = match cfg.topology {
             leadstream_schemas::migrations::Topology::Single => String::new(),
-            leadstream_schemas::migrations::Topology::Cluster => format!(" ON CLUSTER '{}'", cfg.cluster),
+            leadstream_schemas::migrations::Topology::Cluster => {
+                format!(" ON CLUSTER '{}'", cfg.cluster)
+            }
         };
         let base = base_client(cfg);
-        run_ddl(&base, &format!("CREATE DATABASE IF NOT EXISTS `{}`{on_cluster}", cfg.database), timeout).await?;
+        run_ddl(
+            &base,
+            &format!(
+                "CREATE DATABASE IF NOT EXISTS `{}`{on_cluster}",
+                cfg.database
+            ),
+            timeout,
+        )
+        .await?;
         let client = base.with_database(&cfg.database);
-        run_ddl(&client, &bookkeeping_ddl(cfg.topology, &cfg.cluster), timeout).await?;
+        run_ddl(
+            &client,
+            &bookkeeping_ddl(cfg.topology, &cfg.cluster),
+            timeout,
+        )
+        .await?;
         for m in migrations(cfg.topology) {
             for stmt in m.statements(&cfg.cluster) {
                 run_ddl(&client, &stmt, timeout).await?;
             }
-            let record = format!("INSERT INTO schema_migrations (version, name) VALUES ({}, '{}')", m.version, m.name);
+            let record = format!(
+                "INSERT INTO schema_migrations (version, name) VALUES ({}, '{}')",
+                m.version, m.name
+            );
             run_ddl(&client, &record, timeout).await?;
         }
         Ok(Self { client, timeout })
@@ -223,7 +265,11 @@ impl Sink {
     }
 
     /// Inserts rows in one INSERT; acknowledged means written.
-    pub async fn insert<T>(&self, table: &'static str, rows: &[T::Value<'_>]) -> Result<(), SinkError>
+    pub async fn insert<T>(
+        &self,
+        table: &'static str,
+        rows: &[T::Value<'_>],
+    ) -> Result<(), SinkError>
     where
         T: clickhouse::RowWrite,
     {
@@ -231,7 +277,12 @@ impl Sink {
             return Ok(());
         }
         let started = Instant::now();
-        let mut insert = self.client.insert::<T>(table).await.map_err(classify)?.with_timeouts(Some(self.timeout), Some(self.timeout));
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(classify)?
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
         for r in rows {
             insert.write(r).await.map_err(classify)?;
         }
@@ -242,7 +293,12 @@ impl Sink {
 
     /// Whether the server answers.
     pub async fn ping(&self) -> bool {
-        tokio::time::timeout(Duration::from_secs(2), self.client.query("SELECT 1").fetch_one::<u8>()).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            self.client.query("SELECT 1").fetch_one::<u8>(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -259,17 +315,32 @@ mod tests {
 
     #[test]
     fn exception_codes_are_parsed() {
-        assert_eq!(exception_code("Code: 469. DB::Exception: Constraint `c` violated"), Some(469));
-        assert_eq!(exception_code("Code: 60. DB::Exception: Table x doesn't exist. (UNKNOWN_TABLE)"), Some(60));
+        assert_eq!(
+            exception_code("Code: 469. DB::Exception: Constraint `c` violated"),
+            Some(469)
+        );
+        assert_eq!(
+            exception_code("Code: 60. DB::Exception: Table x doesn't exist. (UNKNOWN_TABLE)"),
+            Some(60)
+        );
         assert_eq!(exception_code("bad gateway"), None);
     }
 
     #[test]
     fn data_errors_are_not_retried_and_outages_are() {
         let c = |m: &str| classify(clickhouse::error::Error::BadResponse(m.into()));
-        assert!(matches!(c("Code: 469. DB::Exception: Constraint violated (VIOLATED_CONSTRAINT)"), SinkError::Rejected(_)));
-        assert!(matches!(c("Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)"), SinkError::Transient(_)));
-        assert!(matches!(c("Code: 241. DB::Exception: Memory limit exceeded"), SinkError::Transient(_)));
+        assert!(matches!(
+            c("Code: 469. DB::Exception: Constraint violated (VIOLATED_CONSTRAINT)"),
+            SinkError::Rejected(_)
+        ));
+        assert!(matches!(
+            c("Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)"),
+            SinkError::Transient(_)
+        ));
+        assert!(matches!(
+            c("Code: 241. DB::Exception: Memory limit exceeded"),
+            SinkError::Transient(_)
+        ));
         assert!(matches!(c("502 Bad Gateway"), SinkError::Transient(_)));
     }
 }

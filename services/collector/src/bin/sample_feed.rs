@@ -17,7 +17,11 @@ use std::time::Duration;
 #[command(name = "leadstream-sample-feed", version, about, long_about)]
 struct Args {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "LEADSTREAM_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "LEADSTREAM_KAFKA__BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     brokers: String,
     /// Directory of raw fixtures named <source>__<case>.json.
     #[arg(long, default_value = "schemas/fixtures/raw")]
@@ -33,8 +37,27 @@ struct Args {
     topic_prefix: String,
 }
 
-const ID_FIELDS: &[&str] = &["impression_id", "click_id", "signup_id", "trial_id", "call_id", "contract_id", "order_id", "user_id", "lead_id", "device_id"];
-const TIME_FIELDS: &[&str] = &["ts", "clicked_at", "created_at", "at", "started_at", "updated_at", "paid_at"];
+const ID_FIELDS: &[&str] = &[
+    "impression_id",
+    "click_id",
+    "signup_id",
+    "trial_id",
+    "call_id",
+    "contract_id",
+    "order_id",
+    "user_id",
+    "lead_id",
+    "device_id",
+];
+const TIME_FIELDS: &[&str] = &[
+    "ts",
+    "clicked_at",
+    "created_at",
+    "at",
+    "started_at",
+    "updated_at",
+    "paid_at",
+];
 
 /// A fixture payload for `round`: valid fixtures get round-unique ids and a current event time;
 /// malformed ones (`__bad_` in the name) are sent byte for byte, so they stay malformed.
@@ -64,18 +87,31 @@ fn for_round(raw: &[u8], malformed: bool, round: u64, now_ms: i64) -> Vec<u8> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut fixtures = Vec::new();
-    let dir = std::fs::read_dir(&args.fixtures).with_context(|| format!("reading {}", args.fixtures.display()))?;
+    let dir = std::fs::read_dir(&args.fixtures)
+        .with_context(|| format!("reading {}", args.fixtures.display()))?;
     for entry in dir {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let Some(kind) = name.split("__").next().and_then(SourceKind::parse) else { continue };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let Some(kind) = name.split("__").next().and_then(SourceKind::parse) else {
+            continue;
+        };
         fixtures.push((kind, name.contains("__bad_"), std::fs::read(&path)?));
     }
     if fixtures.is_empty() {
-        bail!("no fixtures named <source>__<case>.json in {}", args.fixtures.display());
+        bail!(
+            "no fixtures named <source>__<case>.json in {}",
+            args.fixtures.display()
+        );
     }
     fixtures.sort_by_key(|(k, _, _)| SourceKind::ALL.iter().position(|x| x == k));
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &args.brokers).create().context("creating producer")?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .create()
+        .context("creating producer")?;
     let mut round = 0;
     loop {
         round += 1;
@@ -84,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
             let topic = format!("{}{}", args.topic_prefix, kind.canonical_topic());
             let payload = for_round(raw, *malformed, round, now_ms);
             producer
-                .send(FutureRecord::<(), _>::to(&topic).payload(&payload), Duration::from_secs(10))
+                .send(
+                    FutureRecord::<(), _>::to(&topic).payload(&payload),
+                    Duration::from_secs(10),
+                )
                 .await
                 .map_err(|(e, _)| e)
                 .with_context(|| format!("producing to {topic}"))?;

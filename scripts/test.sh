@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test: installs the tools on first use (cached), starts a private ClickHouse 26.9 and
+# tansu broker on free ports, builds the workspace, runs `cargo test`, and stops the stack again.
+#
+#   ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export STACK_DIR=${STACK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/leadstream-test.XXXXXX")}
+export CH_HTTP_PORT=${CH_HTTP_PORT:-$(free_port)} CH_TCP_PORT=${CH_TCP_PORT:-$(free_port)} KAFKA_PORT=${KAFKA_PORT:-$(free_port)}
+
+cleanup() { "$ROOT/scripts/stack.sh" down || true; }
+trap cleanup EXIT
+
+"$ROOT/scripts/stack.sh" up
+# shellcheck disable=SC1091
+source "$STACK_DIR/env"
+export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYTHON
+
+echo "[test] building"
+cargo build --workspace --bins --locked
+echo "[test] cargo fmt --check and clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[test] running tests against clickhouse $LEADSTREAM_CLICKHOUSE__URL and kafka $LEADSTREAM_KAFKA__BROKERS"
+cargo test --workspace --locked "$@"
