@@ -21,8 +21,8 @@ export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYT
 
 echo "[test] building"
 cargo build --workspace --bins --locked
-echo "[test] cargo fmt --check and clippy"
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "[test] running tests against clickhouse $LEADSTREAM_CLICKHOUSE__URL and kafka $LEADSTREAM_KAFKA__BROKERS"
 cargo test --workspace --locked "$@"
+echo "[test] cargo fmt --check and clippy -D warnings"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -197,3 +197,46 @@ fn personal_data_never_appears_in_output_or_errors() {
         }
     }
 }
+
+/// The JSON Schema files document the same contract the normalizer enforces: every required field
+/// they list, when removed from a valid fixture, makes the normalizer reject it as missing.
+#[test]
+fn json_schemas_agree_with_the_normalizer_on_required_fields() {
+    let n = normalizer();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for kind in SourceKind::ALL {
+        let path = root.join(format!("json-schema/{}.json", kind.canonical_topic()));
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+                .expect("schema json");
+        assert_eq!(schema["type"], "object");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .map(|v| v.as_str().expect("name"))
+            .collect();
+        let fixture = raw_files()
+            .into_iter()
+            .find(|p| {
+                let name = p.file_name().and_then(|s| s.to_str()).unwrap_or_default();
+                name.starts_with(&format!("{}__", kind.as_str())) && !name.contains("__bad_")
+            })
+            .expect("a valid fixture per kind");
+        let valid: Value =
+            serde_json::from_slice(&std::fs::read(&fixture).expect("read")).expect("json");
+        for field in required {
+            let mut v = valid.clone();
+            v.as_object_mut().expect("object").remove(field);
+            let e = n
+                .normalize(&meta(kind), &serde_json::to_vec(&v).expect("json"))
+                .expect_err(field);
+            assert_eq!(
+                e.category,
+                ErrorCategory::MissingField,
+                "{}: {field}",
+                kind.as_str()
+            );
+        }
+    }
+}

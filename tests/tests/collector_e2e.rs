@@ -392,9 +392,11 @@ async fn clickhouse_outage_mid_stream_loses_nothing() {
         "retries are counted"
     );
     stop_collector(c).await;
-    for (t, part, committed, end) in
-        committed_vs_end(&cfg.kafka.group_id, std::slice::from_ref(&topic), w.partitions)
-    {
+    for (t, part, committed, end) in committed_vs_end(
+        &cfg.kafka.group_id,
+        std::slice::from_ref(&topic),
+        w.partitions,
+    ) {
         assert_eq!(committed.max(0), end, "{t}[{part}]");
     }
 }
@@ -453,7 +455,9 @@ async fn rows_clickhouse_rejects_are_dead_lettered_not_retried_forever() {
         header(&dlq[0], "ls.error_message")
     );
     stop_collector(c).await;
-    for (t, part, committed, end) in committed_vs_end(&cfg.kafka.group_id, std::slice::from_ref(&topic), 1) {
+    for (t, part, committed, end) in
+        committed_vs_end(&cfg.kafka.group_id, std::slice::from_ref(&topic), 1)
+    {
         assert_eq!(
             committed.max(0),
             end,

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Benchmarks (figures only; tests never assert timings):
+#   1. criterion: normalize-and-encode per topic, one core
+#   2. end to end: N mixed events (default 1,000,000) from the local broker into ClickHouse with
+#      one collector: events/s and collector CPU seconds
+#   ./scripts/bench.sh [N]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+cargo bench -p leadstream-schemas --bench normalize -- --noplot 2>&1 | grep -E "^normalize|time:|thrpt:"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export STACK_DIR=${STACK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/leadstream-bench.XXXXXX")}
+export CH_HTTP_PORT=$(free_port) CH_TCP_PORT=$(free_port) KAFKA_PORT=$(free_port)
+trap '"$ROOT/scripts/stack.sh" down || true' EXIT
+"$ROOT/scripts/stack.sh" up
+# shellcheck disable=SC1091
+source "$STACK_DIR/env"
+export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYTHON
+cargo run --release --locked -p leadstream-tests --bin e2e-bench -- "${1:-1000000}"

@@ -1,0 +1,152 @@
+//! End-to-end benchmark: N mixed valid events (all seven topics) produced to the local broker, then
+//! one in-process collector drains them into ClickHouse. Prints events/s and the collector's CPU
+//! seconds. Run through scripts/bench.sh (release build, private stack).
+#![allow(missing_docs)]
+
+use leadstream_schemas::SourceKind;
+use leadstream_tests::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::time::{Duration, Instant};
+
+fn payload(i: u64) -> (SourceKind, String) {
+    let t = 1_763_870_400_000 + i as i64;
+    let kind = SourceKind::ALL[(i % 7) as usize];
+    let body = match kind {
+        SourceKind::Exposure => format!(
+            r#"{{"impression_id":"imp-{i}","ts":{t},"platform":"douyin","campaign_id":"cmp-{}","device_id":"dev-{}","cost_micros":1200}}"#,
+            i % 50,
+            i / 7
+        ),
+        SourceKind::AdClick => format!(
+            r#"{{"click_id":"clk-{i}","clicked_at":"{t}","platform":"wechat","device_id":"dev-{}","landing_url":"https://shop.example.com/lp?utm_source=wechat&utm_medium=cpc&utm_campaign=spring&ab=B"}}"#,
+            i / 7
+        ),
+        SourceKind::Signup => format!(
+            r#"{{"signup_id":"su-{i}","created_at":{},"user_id":"u-{}","device_id":"dev-{}","phone":"138{:08}","email":"user{i}@example.com","utm":{{"source":"wechat","medium":"cpc"}}}}"#,
+            t / 1000,
+            i / 7,
+            i / 7,
+            i % 100_000_000
+        ),
+        SourceKind::Trial => format!(
+            r#"{{"trial_id":"tr-{i}","event":"trial_started","user_id":"u-{}","at":"2025-11-23 12:00:00","plan":"pro"}}"#,
+            i / 7
+        ),
+        SourceKind::Call => format!(
+            r#"{{"call_id":"call-{i}","lead_id":"u-{}","started_at":{t},"direction":"outbound","duration_sec":120,"outcome":"qualified","agent_id":"a-{}"}}"#,
+            i / 7,
+            i % 20
+        ),
+        SourceKind::Contract => format!(
+            r#"{{"contract_id":"ct-{i}","lead_id":"u-{}","status":"signed","amount":"12800.00","currency":"CNY","updated_at":"2025-11-23T05:00:00Z"}}"#,
+            i / 7
+        ),
+        SourceKind::Order => format!(
+            r#"{{"order_id":"ord-{i}","user_id":"u-{}","paid_at":{t},"amount_cents":19900,"currency":"CNY"}}"#,
+            i / 7
+        ),
+    };
+    (kind, body)
+}
+
+/// User + system CPU seconds of this process so far (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // utime and stime, in clock ticks of 1/100 s
+}
+
+#[tokio::main]
+async fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let w = World::new("bench", 3).await;
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .expect("producer");
+    let topics: Vec<String> = SourceKind::ALL.iter().map(|k| w.topic(*k)).collect();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for i in 0..n {
+        let (kind, body) = payload(i);
+        bytes += body.len();
+        let topic = &topics[SourceKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("kind")];
+        let mut rec = BaseRecord::<(), String>::to(topic).payload(&body);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).expect("flush");
+    println!(
+        "produced {n} mixed events ({:.0} B avg) in {:.1} s",
+        bytes as f64 / n as f64,
+        started.elapsed().as_secs_f64()
+    );
+
+    let cfg = w.collector_config("bench");
+    let mut cfg = cfg;
+    cfg.batch.flush_interval_ms = 500;
+    cfg.kafka
+        .properties
+        .0
+        .insert("fetch.wait.max.ms".into(), "100".into());
+    cfg.kafka
+        .properties
+        .0
+        .insert("fetch.min.bytes".into(), "1000000".into());
+    cfg.kafka
+        .properties
+        .0
+        .insert("max.partition.fetch.bytes".into(), "10485760".into());
+    let group = cfg.kafka.group_id.clone();
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let c = spawn_collector(cfg);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let state = tokio::task::spawn_blocking({
+            let (g, t, parts) = (group.clone(), topics.clone(), w.partitions);
+            move || committed_vs_end(&g, &t, parts)
+        })
+        .await
+        .expect("offsets");
+        if state.iter().all(|(_, _, c, e)| *c == *e) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(1800) {
+            panic!("collector did not drain within 30 min");
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    stop_collector(c).await;
+    let stored = query_u64(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT count() FROM lead_events_unique",
+    )
+    .await;
+    println!("collector drained {n} events into ClickHouse in {elapsed:.1} s: {:.0} events/s, {cpu:.1} CPU-s ({:.1} µs CPU/event)", n as f64 / elapsed, cpu * 1e6 / n as f64);
+    println!("lead_events_unique rows: {stored:?} (expected {n})");
+    assert_eq!(stored, Some(n), "every event must be stored exactly once");
+}
