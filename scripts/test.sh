@@ -22,7 +22,11 @@ export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYT
 echo "[test] building"
 cargo build --workspace --bins --locked
 echo "[test] running tests against clickhouse $LEADSTREAM_CLICKHOUSE__URL and kafka $LEADSTREAM_KAFKA__BROKERS"
-cargo test --workspace --locked "$@"
+results=$STACK_DIR/cargo-test.log
+cargo test --workspace --locked "$@" 2>&1 | tee "$results"
 echo "[test] cargo fmt --check and clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# One summary line over every test binary (cargo prints one "test result" line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "leadstream: %d passed, %d failed\n", p, f }' "$results"

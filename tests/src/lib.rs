@@ -423,3 +423,24 @@ pub async fn read_topic(
     }
     out
 }
+
+/// Waits until `sql` (a single count) on `url`/`database` reaches at least `n`; returns the last value seen.
+pub async fn wait_for_count(url: &str, database: &str, sql: &str, n: u64) -> Option<u64> {
+    eventually(
+        Duration::from_secs(90),
+        || query_u64(url, database, sql),
+        |v| *v >= n,
+    )
+    .await
+}
+
+/// Asserts that `group` committed every partition of `topics` up to its end.
+pub fn assert_committed_to_end(group: &str, topics: &[String], partitions: i32, context: &str) {
+    for (t, part, committed, end) in committed_vs_end(group, topics, partitions) {
+        assert_eq!(
+            committed.max(0),
+            end,
+            "{context}: {t}[{part}] committed offset must reach the end"
+        );
+    }
+}

@@ -74,49 +74,40 @@ async fn mixed_feed_lands_exactly_once_across_restart_and_replay() {
         .iter()
         .filter(|f| !f.1.contains("__bad_"))
         .count() as u64;
-    let got = eventually(
-        WAIT,
-        || count(&w.database, "SELECT count() FROM lead_events_unique"),
-        |n| *n >= first_valid,
+    let got = wait_for_count(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT count() FROM lead_events_unique",
+        first_valid,
     )
     .await;
     assert_eq!(got, Some(first_valid));
     stop_collector(c1).await;
 
     let sources: Vec<String> = SourceKind::ALL.iter().map(|k| w.topic(*k)).collect();
-    for (t, part, committed, end) in committed_vs_end(&group, &sources, w.partitions) {
-        assert_eq!(
-            committed.max(0),
-            end,
-            "after the first stop, {t}[{part}] committed offset must reach the end"
-        );
-    }
+    assert_committed_to_end(&group, &sources, w.partitions, "after the first stop");
 
     bad_at.extend(send(half..fixtures.len()).await);
     let c2 = spawn_collector(cfg.clone());
     let all_valid = valid.len() as u64;
-    let got = eventually(
-        WAIT,
-        || count(&w.database, "SELECT count() FROM lead_events_unique"),
-        |n| *n >= all_valid,
+    let got = wait_for_count(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT count() FROM lead_events_unique",
+        all_valid,
     )
     .await;
     assert_eq!(got, Some(all_valid));
-    let got = eventually(
-        WAIT,
-        || count(&w.database, "SELECT count() FROM ingest_errors FINAL"),
-        |n| *n >= bad.len() as u64,
+    let got = wait_for_count(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT count() FROM ingest_errors FINAL",
+        bad.len() as u64,
     )
     .await;
     assert_eq!(got, Some(bad.len() as u64));
     stop_collector(c2).await;
-    for (t, part, committed, end) in committed_vs_end(&group, &sources, w.partitions) {
-        assert_eq!(
-            committed.max(0),
-            end,
-            "{t}[{part}] committed offset must reach the end"
-        );
-    }
+    assert_committed_to_end(&group, &sources, w.partitions, "after the run");
 
     // Exact rows: every valid event once, with its golden values.
     let rows = query_json(
@@ -328,16 +319,11 @@ async fn clickhouse_outage_mid_stream_loses_nothing() {
     for i in 0..300 {
         produce(&p, &topic, None, exposure(i).as_bytes()).await;
     }
-    let n = eventually(
-        WAIT,
-        || {
-            query_u64(
-                &ch.url,
-                &w.database,
-                "SELECT count() FROM lead_events_unique",
-            )
-        },
-        |n| *n >= 300,
+    let n = wait_for_count(
+        &ch.url,
+        &w.database,
+        "SELECT count() FROM lead_events_unique",
+        300,
     )
     .await;
     assert_eq!(n, Some(300));
@@ -357,16 +343,11 @@ async fn clickhouse_outage_mid_stream_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     ch.restart();
-    let n = eventually(
-        WAIT,
-        || {
-            query_u64(
-                &ch.url,
-                &w.database,
-                "SELECT count() FROM lead_events_unique",
-            )
-        },
-        |n| *n >= 600,
+    let n = wait_for_count(
+        &ch.url,
+        &w.database,
+        "SELECT count() FROM lead_events_unique",
+        600,
     )
     .await;
     assert_eq!(n, Some(600));
@@ -392,13 +373,12 @@ async fn clickhouse_outage_mid_stream_loses_nothing() {
         "retries are counted"
     );
     stop_collector(c).await;
-    for (t, part, committed, end) in committed_vs_end(
+    assert_committed_to_end(
         &cfg.kafka.group_id,
         std::slice::from_ref(&topic),
         w.partitions,
-    ) {
-        assert_eq!(committed.max(0), end, "{t}[{part}]");
-    }
+        "after the run",
+    );
 }
 
 /// A row the server itself refuses (here: a CHECK constraint) is dead-lettered with category
@@ -455,15 +435,12 @@ async fn rows_clickhouse_rejects_are_dead_lettered_not_retried_forever() {
         header(&dlq[0], "ls.error_message")
     );
     stop_collector(c).await;
-    for (t, part, committed, end) in
-        committed_vs_end(&cfg.kafka.group_id, std::slice::from_ref(&topic), 1)
-    {
-        assert_eq!(
-            committed.max(0),
-            end,
-            "{t}[{part}] must move past the rejected row"
-        );
-    }
+    assert_committed_to_end(
+        &cfg.kafka.group_id,
+        std::slice::from_ref(&topic),
+        1,
+        "must move past the rejected row",
+    );
 }
 
 async fn http_status(url: &str) -> u16 {
