@@ -4,6 +4,8 @@
 #   2. end to end: N mixed events (default 1,000,000) from the local broker into ClickHouse with
 #      one collector: events/s and collector CPU seconds
 #   ./scripts/bench.sh [N]
+# Experiment knobs for the end-to-end part: BENCH_MAX_ROWS (batch.max_rows) and
+# BENCH_KAFKA_PROPS="k=v,k=v" (extra librdkafka properties for the collector).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

@@ -97,6 +97,8 @@ async fn main() {
         }
     }
     p.flush(Duration::from_secs(120)).expect("flush");
+    // Its librdkafka threads would otherwise poll on and count as collector CPU below.
+    drop(p);
     println!(
         "produced {n} mixed events ({:.0} B avg) in {:.1} s",
         bytes as f64 / n as f64,
@@ -118,6 +120,19 @@ async fn main() {
         .properties
         .0
         .insert("max.partition.fetch.bytes".into(), "10485760".into());
+    for (k, v) in std::env::var("BENCH_KAFKA_PROPS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        cfg.kafka.properties.0.insert(k.into(), v.into());
+    }
+    if let Some(rows) = std::env::var("BENCH_MAX_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.batch.max_rows = rows;
+    }
     let group = cfg.kafka.group_id.clone();
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
