@@ -23,6 +23,14 @@ fn binary() -> PathBuf {
     bin
 }
 
+/// The binary with the shipped `config/collector.yaml`.
+fn with_default_config() -> Command {
+    let mut c = Command::new(binary());
+    c.arg("--config")
+        .arg(repo_root().join("config/collector.yaml"));
+    c
+}
+
 #[test]
 fn help_explains_configuration() {
     let out = Command::new(binary())
@@ -46,14 +54,7 @@ fn help_explains_configuration() {
 
 #[test]
 fn bad_configuration_names_the_key_and_exits_non_zero() {
-    let out = Command::new(binary())
-        .args([
-            "--config",
-            repo_root()
-                .join("config/collector.yaml")
-                .to_str()
-                .expect("utf-8"),
-        ])
+    let out = with_default_config()
         .env("LEADSTREAM_NORMALIZE__PII_SALT", "long-enough-salt")
         .env("LEADSTREAM_BATCH__MAX_ROWS", "0")
         .output()
@@ -62,14 +63,7 @@ fn bad_configuration_names_the_key_and_exits_non_zero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`batch.max_rows`"), "{err}");
 
-    let out = Command::new(binary())
-        .args([
-            "--config",
-            repo_root()
-                .join("config/collector.yaml")
-                .to_str()
-                .expect("utf-8"),
-        ])
+    let out = with_default_config()
         .env_remove("LEADSTREAM_NORMALIZE__PII_SALT")
         .env("LEADSTREAM_CLICKHOUSE__PASSWORD", "very-secret-password")
         .arg("--print-config")
@@ -89,15 +83,8 @@ fn bad_configuration_names_the_key_and_exits_non_zero() {
 
 #[test]
 fn print_config_redacts_secrets() {
-    let out = Command::new(binary())
-        .args([
-            "--config",
-            repo_root()
-                .join("config/collector.yaml")
-                .to_str()
-                .expect("utf-8"),
-            "--print-config",
-        ])
+    let out = with_default_config()
+        .arg("--print-config")
         .env("LEADSTREAM_NORMALIZE__PII_SALT", "salt-that-must-not-print")
         .env(
             "LEADSTREAM_CLICKHOUSE__PASSWORD",
