@@ -391,7 +391,7 @@ pub fn event_id(kind: SourceKind, native_id: &str, discriminator: Option<&str>) 
         h.update(b"\n");
         h.update(d.as_bytes());
     }
-    hex::encode(&h.finalize()[..16])
+    crate::pii::lower_hex(&h.finalize()[..16])
 }
 
 /// A JSON object whose known keys are taken out one by one; what remains is kept as extra attributes.
