@@ -109,6 +109,9 @@ mod tests {
         assert_ne!(hash_pii(&s1, "phone", "+1"), hash_pii(&s2, "phone", "+1"));
         assert_ne!(hash_pii(&s1, "phone", "x"), hash_pii(&s1, "email", "x"));
         assert_eq!(hash_pii(&s1, "phone", "+1").len(), 64);
-        assert_eq!(lower_hex(&[0x00, 0xab, 0x7f]), hex::encode([0x00, 0xab, 0x7f]));
+        assert_eq!(
+            lower_hex(&[0x00, 0xab, 0x7f]),
+            hex::encode([0x00, 0xab, 0x7f])
+        );
     }
 }
