@@ -42,8 +42,9 @@ struct Batch {
     events: Vec<NormalizedEvent>,
     seen: HashSet<String>,
     dead: Vec<DeadLetter>,
-    /// Highest offset read per (topic, partition).
-    offsets: BTreeMap<(String, i32), i64>,
+    /// Highest offset read per topic and partition; keyed by topic first so a message of a topic
+    /// already in the batch is recorded without allocating.
+    offsets: BTreeMap<String, BTreeMap<i32, i64>>,
     messages: usize,
     deadline: Option<Instant>,
 }
@@ -174,9 +175,8 @@ impl Pipeline {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Ok(m) => {
-                        let topic = m.topic().to_string();
-                        let kind = self.kinds.get(&topic).copied();
-                        if let (Some(k), Some(l)) = (kind, self.limiters.get(&topic)) {
+                        let kind = self.kinds.get(m.topic()).copied();
+                        if let (Some(k), Some(l)) = (kind, self.limiters.get(m.topic())) {
                             if l.check().is_err() {
                                 events::rate_limited(k);
                                 tokio::select! {
@@ -256,10 +256,11 @@ impl Pipeline {
                 received_at_ms: received_at.timestamp_millis(),
             }),
         }
-        let slot = batch
-            .offsets
-            .entry((topic.to_string(), partition))
-            .or_insert(offset);
+        let partitions = match batch.offsets.get_mut(topic) {
+            Some(p) => p,
+            None => batch.offsets.entry(topic.to_string()).or_default(),
+        };
+        let slot = partitions.entry(partition).or_insert(offset);
         *slot = (*slot).max(offset);
         batch.messages += 1;
         batch
@@ -308,10 +309,12 @@ impl Pipeline {
         }
         self.publish_all(&batch).await?;
         let mut stored = 0;
-        for ((topic, partition), offset) in &batch.offsets {
-            match self.consumer.store_offset(topic, *partition, *offset) {
-                Ok(()) => stored += 1,
-                Err(e) => events::offset_store_failed(topic, *partition, &e),
+        for (topic, partitions) in &batch.offsets {
+            for (partition, offset) in partitions {
+                match self.consumer.store_offset(topic, *partition, *offset) {
+                    Ok(()) => stored += 1,
+                    Err(e) => events::offset_store_failed(topic, *partition, &e),
+                }
             }
         }
         events::offsets_stored(stored, batch.messages);
