@@ -137,7 +137,11 @@ impl Normalizer {
     }
 
     fn exposure(&self, f: &mut Fields) -> Result<NormalizedEvent> {
-        let mut ev = blank(EventType::Exposure, f.id("impression_id")?, f.ts("ts")?);
+        let mut ev = blank(
+            EventType::Exposure,
+            f.id("impression_id")?,
+            f.ts(SourceKind::Exposure.time_field())?,
+        );
         ev.platform = Some(f.text("platform")?.to_lowercase());
         ev.campaign_id = Some(f.id("campaign_id")?);
         ev.device_id = Some(f.id("device_id")?);
@@ -148,7 +152,11 @@ impl Normalizer {
     }
 
     fn click(&self, f: &mut Fields) -> Result<NormalizedEvent> {
-        let mut ev = blank(EventType::Click, f.id("click_id")?, f.ts("clicked_at")?);
+        let mut ev = blank(
+            EventType::Click,
+            f.id("click_id")?,
+            f.ts(SourceKind::AdClick.time_field())?,
+        );
         ev.platform = Some(f.text("platform")?.to_lowercase());
         ev.device_id = Some(f.id("device_id")?);
         let raw_url = f.text("landing_url")?;
@@ -188,7 +196,11 @@ impl Normalizer {
     }
 
     fn signup(&self, f: &mut Fields) -> Result<NormalizedEvent> {
-        let mut ev = blank(EventType::Signup, f.id("signup_id")?, f.ts("created_at")?);
+        let mut ev = blank(
+            EventType::Signup,
+            f.id("signup_id")?,
+            f.ts(SourceKind::Signup.time_field())?,
+        );
         ev.lead_id = Some(f.id("user_id")?);
         ev.device_id = f.opt_id("device_id")?;
         let salt = &self.config.pii_salt;
@@ -231,14 +243,18 @@ fn trial(f: &mut Fields) -> Result<NormalizedEvent> {
         "trial_activated" => EventType::TrialActivated,
         _ => EventType::TrialExpired,
     };
-    let mut ev = blank(event_type, id, f.ts("at")?);
+    let mut ev = blank(event_type, id, f.ts(SourceKind::Trial.time_field())?);
     ev.lead_id = Some(f.id("user_id")?);
     ev.plan = f.opt_text("plan")?;
     Ok(ev)
 }
 
 fn call(f: &mut Fields) -> Result<NormalizedEvent> {
-    let mut ev = blank(EventType::Call, f.id("call_id")?, f.ts("started_at")?);
+    let mut ev = blank(
+        EventType::Call,
+        f.id("call_id")?,
+        f.ts(SourceKind::Call.time_field())?,
+    );
     ev.lead_id = Some(f.id("lead_id")?);
     ev.call_direction = Some(f.one_of("direction", &["inbound", "outbound"])?.to_string());
     let duration = f.count("duration_sec")?;
@@ -278,7 +294,7 @@ fn contract(f: &mut Fields) -> Result<NormalizedEvent> {
         "lost" => EventType::ContractLost,
         _ => EventType::ContractCancelled,
     };
-    let mut ev = blank(event_type, id, f.ts("updated_at")?);
+    let mut ev = blank(event_type, id, f.ts(SourceKind::Contract.time_field())?);
     ev.lead_id = Some(lead);
     // A signed contract must say what it is worth; lost and cancelled ones may omit it.
     let (amount, currency) = if status == "signed" {
@@ -300,7 +316,11 @@ fn contract(f: &mut Fields) -> Result<NormalizedEvent> {
 }
 
 fn order(f: &mut Fields) -> Result<NormalizedEvent> {
-    let mut ev = blank(EventType::Order, f.id("order_id")?, f.ts("paid_at")?);
+    let mut ev = blank(
+        EventType::Order,
+        f.id("order_id")?,
+        f.ts(SourceKind::Order.time_field())?,
+    );
     ev.lead_id = Some(f.id("user_id")?);
     let cents = f.opt_count("amount_cents")?;
     let decimal = f.opt_money("amount")?;

@@ -53,6 +53,19 @@ impl SourceKind {
         &self.canonical_topic()["leads.".len()..]
     }
 
+    /// The field that carries the event time in this topic's contract.
+    pub fn time_field(self) -> &'static str {
+        match self {
+            Self::Exposure => "ts",
+            Self::AdClick => "clicked_at",
+            Self::Signup => "created_at",
+            Self::Trial => "at",
+            Self::Call => "started_at",
+            Self::Contract => "updated_at",
+            Self::Order => "paid_at",
+        }
+    }
+
     /// Looks a kind up by its short name (`ad_click`) or canonical topic (`leads.ad_click`).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL

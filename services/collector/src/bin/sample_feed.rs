@@ -49,19 +49,10 @@ const ID_FIELDS: &[&str] = &[
     "lead_id",
     "device_id",
 ];
-const TIME_FIELDS: &[&str] = &[
-    "ts",
-    "clicked_at",
-    "created_at",
-    "at",
-    "started_at",
-    "updated_at",
-    "paid_at",
-];
 
 /// A fixture payload for `round`: valid fixtures get round-unique ids and a current event time;
 /// malformed ones (`__bad_` in the name) are sent byte for byte, so they stay malformed.
-fn for_round(raw: &[u8], malformed: bool, round: u64, now_ms: i64) -> Vec<u8> {
+fn for_round(kind: SourceKind, raw: &[u8], malformed: bool, round: u64, now_ms: i64) -> Vec<u8> {
     let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(raw) else {
         return raw.to_vec();
     };
@@ -75,10 +66,8 @@ fn for_round(raw: &[u8], malformed: bool, round: u64, now_ms: i64) -> Vec<u8> {
             }
         }
     }
-    for f in TIME_FIELDS {
-        if let Some(v) = obj.get_mut(*f) {
-            *v = Value::from(now_ms);
-        }
+    if let Some(v) = obj.get_mut(kind.time_field()) {
+        *v = Value::from(now_ms);
     }
     serde_json::to_vec(&Value::Object(obj)).unwrap_or_else(|_| raw.to_vec())
 }
@@ -118,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         for (kind, malformed, raw) in &fixtures {
             let topic = format!("{}{}", args.topic_prefix, kind.canonical_topic());
-            let payload = for_round(raw, *malformed, round, now_ms);
+            let payload = for_round(*kind, raw, *malformed, round, now_ms);
             producer
                 .send(
                     FutureRecord::<(), _>::to(&topic).payload(&payload),
