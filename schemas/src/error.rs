@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Why a message was rejected; the label used in metrics, dead letters and `ingest_errors`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCategory {
     /// The message is larger than the configured limit; it was not parsed.

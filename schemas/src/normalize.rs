@@ -106,7 +106,7 @@ impl Normalizer {
             SourceKind::Contract => contract(&mut f)?,
             SourceKind::Order => order(&mut f)?,
         };
-        ev.event_id = event_id(meta.kind, &ev.native_id, discriminator(ev.event_type));
+        ev.event_id = event_id(meta.kind, &ev.native_id, ev.event_type.id_discriminator());
         ev.source_topic = meta.kind.canonical_topic().to_string();
         ev.source_partition = meta.partition;
         ev.source_offset = meta.offset;
@@ -384,20 +384,6 @@ fn blank(event_type: EventType, native_id: String, event_time: DateTime<Utc>) ->
         event_time,
         received_at: event_time,
         extra: Map::new(),
-    }
-}
-
-/// The part of the event type that belongs in the id: trial events and contract statuses are
-/// separate events of one native id (SPEC §1).
-fn discriminator(t: EventType) -> Option<&'static str> {
-    match t {
-        EventType::TrialStarted | EventType::TrialActivated | EventType::TrialExpired => {
-            Some(&t.as_str()["trial_".len()..])
-        }
-        EventType::ContractSigned | EventType::ContractLost | EventType::ContractCancelled => {
-            Some(&t.as_str()["contract_".len()..])
-        }
-        _ => None,
     }
 }
 

@@ -119,4 +119,18 @@ impl EventType {
             Self::Order => "order",
         }
     }
+
+    /// The part of the type that belongs in `event_id`: trial events and contract statuses are
+    /// separate events of one native id (SPEC §1).
+    pub fn id_discriminator(self) -> Option<&'static str> {
+        match self {
+            Self::TrialStarted | Self::TrialActivated | Self::TrialExpired => {
+                Some(&self.as_str()["trial_".len()..])
+            }
+            Self::ContractSigned | Self::ContractLost | Self::ContractCancelled => {
+                Some(&self.as_str()["contract_".len()..])
+            }
+            _ => None,
+        }
+    }
 }

@@ -131,6 +131,28 @@ impl World {
     }
 }
 
+impl World {
+    /// A generator configuration producing `leads` leads with `seed` into this world's topics.
+    pub fn generator_config(&self, seed: u64, leads: u64) -> leadstream_generator::GeneratorConfig {
+        let mut g = leadstream_generator::GeneratorConfig {
+            seed,
+            ..Default::default()
+        };
+        g.traffic.leads = leads;
+        g.kafka.brokers = brokers();
+        g.kafka.topic_prefix = format!("{}.", self.prefix);
+        g.validate().expect("test generator config is valid");
+        g
+    }
+}
+
+/// The folder for files tests leave behind for people to look at (`tests/output`, git-ignored).
+pub fn output_dir() -> PathBuf {
+    let d = repo_root().join("tests/output");
+    std::fs::create_dir_all(&d).expect("create tests/output");
+    d
+}
+
 /// A plain producer.
 pub fn producer() -> FutureProducer {
     ClientConfig::new()

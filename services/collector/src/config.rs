@@ -1,30 +1,16 @@
 //! Typed, layered configuration: built-in defaults, then a YAML file, then `LEADSTREAM_*` environment
 //! variables (`__` separates levels: `LEADSTREAM_CLICKHOUSE__URL`). Secrets never print.
 
-use figment::providers::{Env, Format, Serialized, Yaml};
-use figment::Figment;
+use leadstream_runtime::config::{invalid, load_layered, read_secret_file};
+pub use leadstream_runtime::config::{
+    is_secret_property, ConfigError, KafkaProperties, LogConfig, LogFormat,
+};
 use leadstream_schemas::migrations::Topology;
 use leadstream_schemas::{ChannelRules, NormalizerConfig, Secret, SourceKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A configuration that cannot be used; the message names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Loading or parsing failed (unknown key, wrong type, unreadable file).
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
-    /// A value is present but invalid.
-    #[error("configuration: `{key}`: {reason}")]
-    Invalid {
-        /// The offending key, dotted.
-        key: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// Top-level sections, the only keys environment variables may set.
 const SECTIONS: &[&str] = &[
@@ -37,13 +23,6 @@ const SECTIONS: &[&str] = &[
     "http",
     "log",
 ];
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
-    }
-}
 
 /// The collector's whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,36 +66,6 @@ pub struct KafkaConfig {
     pub sasl_password: Option<Secret<String>>,
     /// File holding the SASL password.
     pub sasl_password_file: Option<PathBuf>,
-}
-
-/// librdkafka properties whose `Debug` hides values of keys that look secret.
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KafkaProperties(pub BTreeMap<String, String>);
-
-/// Whether a librdkafka property holds a secret.
-pub fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key.pem", "private"]
-        .iter()
-        .any(|s| k.contains(s))
-}
-
-impl std::fmt::Debug for KafkaProperties {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                (
-                    k,
-                    if is_secret_property(k) {
-                        "[redacted]"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            }))
-            .finish()
-    }
 }
 
 /// ClickHouse settings.
@@ -185,26 +134,6 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
-/// Log settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// `human` or `json`.
-    pub format: LogFormat,
-    /// Filter directive, as `RUST_LOG` (which overrides it when set).
-    pub level: String,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Readable lines for a terminal.
-    Human,
-    /// One JSON object per line for log shippers.
-    Json,
-}
-
 impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
@@ -250,10 +179,7 @@ impl Default for CollectorConfig {
             http: HttpConfig {
                 listen: "127.0.0.1:9464".into(),
             },
-            log: LogConfig {
-                format: LogFormat::Human,
-                level: "info".into(),
-            },
+            log: LogConfig::default(),
         }
     }
 }
@@ -265,28 +191,7 @@ impl CollectorConfig {
         // next to a file's own; the default topic map applies only when no layer gives one.
         let mut base = CollectorConfig::default();
         let default_topics = std::mem::take(&mut base.kafka.topics);
-        let mut fig = Figment::from(Serialized::defaults(base));
-        if let Some(f) = file {
-            if !f.exists() {
-                return Err(invalid(
-                    "--config",
-                    format!("file {} does not exist", f.display()),
-                ));
-            }
-            fig = fig.merge(Yaml::file(f));
-        }
-        // Only the configuration's own sections: LEADSTREAM_CONFIG and other LEADSTREAM_* variables
-        // of the scripts are not configuration keys.
-        let env = Env::prefixed("LEADSTREAM_").split("__").filter(|k| {
-            let section = k
-                .as_str()
-                .split('.')
-                .next()
-                .and_then(|s| s.split("__").next())
-                .unwrap_or_default();
-            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
-        });
-        let mut cfg: CollectorConfig = fig.merge(env).extract().map_err(Box::new)?;
+        let mut cfg = load_layered(base, file, SECTIONS)?;
         if cfg.kafka.topics.is_empty() {
             cfg.kafka.topics = default_topics;
         }
@@ -296,29 +201,17 @@ impl CollectorConfig {
     }
 
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
-        fn read(
-            key: &'static str,
-            path: &Option<PathBuf>,
-            slot: &mut Option<Secret<String>>,
-        ) -> Result<(), ConfigError> {
-            if let Some(p) = path {
-                let s = std::fs::read_to_string(p)
-                    .map_err(|e| invalid(key, format!("cannot read {}: {e}", p.display())))?;
-                *slot = Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string()));
-            }
-            Ok(())
-        }
-        read(
+        read_secret_file(
             "kafka.sasl_password_file",
             &self.kafka.sasl_password_file,
             &mut self.kafka.sasl_password,
         )?;
-        read(
+        read_secret_file(
             "clickhouse.password_file",
             &self.clickhouse.password_file,
             &mut self.clickhouse.password,
         )?;
-        read(
+        read_secret_file(
             "normalize.pii_salt_file",
             &self.normalize.pii_salt_file,
             &mut self.normalize.pii_salt,
@@ -360,17 +253,11 @@ impl CollectorConfig {
                 "must differ from kafka.normalized_topic",
             ));
         }
-        for key in k.properties.0.keys() {
-            if matches!(
-                key.as_str(),
-                "bootstrap.servers" | "group.id" | "enable.auto.offset.store"
-            ) {
-                return Err(invalid(
-                    "kafka.properties",
-                    format!("{key} is managed by leadstream; use the dedicated setting"),
-                ));
-            }
-        }
+        k.properties.reject_managed(&[
+            "bootstrap.servers",
+            "group.id",
+            "enable.auto.offset.store",
+        ])?;
         let c = &self.clickhouse;
         if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
             return Err(invalid(

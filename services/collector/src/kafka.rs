@@ -47,15 +47,8 @@ impl ConsumerContext for LagContext {
 pub type SourceConsumer = StreamConsumer<LagContext>;
 
 fn base(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.properties.0 {
-        c.set(k, v);
-    }
-    if let Some(p) = &cfg.sasl_password {
-        c.set("sasl.password", p.expose());
-    }
-    c
+    cfg.properties
+        .client_config(&cfg.brokers, cfg.sasl_password.as_ref())
 }
 
 /// A consumer-group consumer that commits only offsets the collector stored after a flush.
@@ -71,9 +64,7 @@ pub fn consumer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<SourceConsumer
         ("statistics.interval.ms", "5000"),
         ("auto.commit.interval.ms", "1000"),
     ] {
-        if !cfg.properties.0.contains_key(k) {
-            c.set(k, v);
-        }
+        cfg.properties.default_to(&mut c, k, v);
     }
     c.create_with_context(LagContext)
 }
@@ -82,9 +73,7 @@ pub fn consumer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<SourceConsumer
 pub fn producer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
     let mut c = base(cfg);
     for (k, v) in [("enable.idempotence", "true"), ("linger.ms", "5")] {
-        if !cfg.properties.0.contains_key(k) {
-            c.set(k, v);
-        }
+        cfg.properties.default_to(&mut c, k, v);
     }
     // Consumer-only properties passed for both clients would only produce warnings here.
     c.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);

@@ -9,9 +9,9 @@ pub mod internal_events;
 pub mod kafka;
 mod pipeline;
 pub mod sink;
-pub mod telemetry;
 
 pub use config::CollectorConfig;
+pub use leadstream_runtime::telemetry;
 pub use pipeline::Readiness;
 
 use leadstream_schemas::Normalizer;

@@ -45,27 +45,8 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry::init_logging(&cfg.log);
     let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(leadstream_runtime::signals::cancel_on_signal(
+        shutdown.clone(),
+    ));
     run(cfg, shutdown).await.context("collector failed")
-}
-
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("shutdown signal received; flushing and committing");
-    shutdown.cancel();
 }

@@ -1,0 +1,8 @@
+//! Plumbing every leadstream service binary shares, so the collector, the generator and the
+//! aggregator load configuration, talk to Kafka, log and stop the same way.
+
+pub mod config;
+pub mod signals;
+pub mod telemetry;
+
+pub use config::{ConfigError, KafkaProperties, LogConfig, LogFormat};
