@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (figures only; tests never assert timings):
 #   1. criterion: normalize-and-encode per topic, one core
-#   2. end to end: N mixed events (default 1,000,000) from the local broker into ClickHouse with
+#   2. generator: 50,000 leads (~210k messages) generated to /dev/null, then produced to the broker
+#   3. end to end: N mixed events (default 1,000,000) from the local broker into ClickHouse with
 #      one collector: events/s and collector CPU seconds
 #   ./scripts/bench.sh [N]
 # Experiment knobs for the end-to-end part: BENCH_MAX_ROWS (batch.max_rows) and
@@ -18,4 +19,10 @@ trap '"$ROOT/scripts/stack.sh" down || true' EXIT
 # shellcheck disable=SC1091
 source "$STACK_DIR/env"
 export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYTHON
+cargo build --release --locked -q -p leadstream-generator
+gen="$ROOT/target/release/leadstream-generator"
+echo "generator, 50000 leads, no broker (--dry-run /dev/null):"
+RUST_LOG=warn,leadstream_generator=info "$gen" --leads 50000 --seed 1 --no-progress --dry-run /dev/null 2>&1 | grep finished
+echo "generator, 50000 leads, produced to the local broker:"
+RUST_LOG=warn,leadstream_generator=info "$gen" --leads 50000 --seed 1 --no-progress 2>&1 | grep finished
 cargo run --release --locked -p leadstream-tests --bin e2e-bench -- "${1:-1000000}"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # README command one: starts the local stack (ClickHouse 26.9 + tansu), the collector and the
-# built-in sample feed, and shows rows arriving in ClickHouse every 2 s until Ctrl-C, which stops
-# the feed, the collector (SIGTERM: flush + commit) and the stack.
+# traffic generator in continuous mode, and shows the data arriving every 2 s (ingest rate per
+# topic, rows in ClickHouse, dead letters by category) until Ctrl-C, which stops the generator,
+# the collector (SIGTERM: flush + commit) and the stack.
 #
 #   ./scripts/demo.sh                 run until Ctrl-C
 #   DEMO_SECONDS=30 ./scripts/demo.sh run for 30 s, then stop by itself
+#   DEMO_RATE=50 ./scripts/demo.sh    new leads per second (default 20)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -22,26 +24,31 @@ pids=()
 stop_all() {
   trap - INT TERM EXIT
   echo; echo "[demo] stopping"
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # The generator first, so the collector can drain what was sent before it stops.
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   ./scripts/stack.sh down
 }
 trap stop_all INT TERM EXIT
 
+./target/debug/leadstream-generator --continuous --rate "${DEMO_RATE:-20}" --delay-scale 0.2 \
+  --truth "$STACK_DIR/demo.truth.json" >"$STACK_DIR/generator.log" 2>&1 &
+pids+=($!)
 ./target/debug/leadstream-collector --config config/collector.yaml >"$STACK_DIR/collector.log" 2>&1 &
 pids+=($!)
-./target/debug/leadstream-sample-feed --interval-ms 1000 >"$STACK_DIR/sample-feed.log" 2>&1 &
-pids+=($!)
-echo "[demo] collector metrics: http://127.0.0.1:9464/metrics  logs: $STACK_DIR/collector.log"
+echo "[demo] collector metrics: http://127.0.0.1:9464/metrics"
+echo "[demo] logs: $STACK_DIR/generator.log $STACK_DIR/collector.log; truth of what was sent: $STACK_DIR/demo.truth.json (written at stop)"
 
-q() { curl -sf "$LEADSTREAM_CLICKHOUSE__URL/" --data-binary "$1" 2>/dev/null || echo "(clickhouse not answering)"; }
+q() { curl -sf "$LEADSTREAM_CLICKHOUSE__URL/" --data-binary "$1" 2>/dev/null || echo "(clickhouse not answering yet)"; }
 start=$(date +%s)
 while :; do
   sleep 2
   printf '\n=== %s  collector %s\n' "$(date +%T)" "$(curl -sf http://127.0.0.1:9464/readyz || echo 'starting')"
-  echo "-- lead_events (unique events by type)"
-  q "SELECT event_type, count() AS events, max(event_time) AS newest FROM leadstream.lead_events_unique GROUP BY event_type ORDER BY event_type FORMAT PrettyCompactMonoBlock"
-  echo "-- ingest_errors (dead letters by category)"
-  q "SELECT category, count() AS messages FROM leadstream.ingest_errors FINAL GROUP BY category ORDER BY messages DESC FORMAT PrettyCompactMonoBlock"
+  echo "-- ingest by source topic (unique events; rate over the last 10 s of arrival)"
+  q "SELECT source_topic AS topic, round(countIf(received_at > now64(3) - INTERVAL 10 SECOND) / 10, 1) AS \`events/s\`,
+       count() AS rows, max(event_time) AS newest_event
+     FROM leadstream.lead_events_unique GROUP BY topic ORDER BY topic FORMAT PrettyCompactMonoBlock"
+  echo "-- dead letters by category"
+  q "SELECT category, count() AS messages, max(received_at) AS latest
+     FROM leadstream.ingest_errors FINAL GROUP BY category ORDER BY messages DESC FORMAT PrettyCompactMonoBlock"
   if [[ -n ${DEMO_SECONDS:-} ]] && (($(date +%s) - start >= DEMO_SECONDS)); then break; fi
 done

@@ -17,6 +17,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+/// A duplicate is delivered at most this long after the first copy.
+pub const DUPLICATE_WITHIN_MS: i64 = 120_000;
+
 /// What a delivered message is, for the truth.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Label {
@@ -185,7 +188,8 @@ impl Schedule {
                 label: Label::Valid(Box::new(truth_event(ev))),
             });
             if noise.random::<f64>() < r.duplicate_share {
-                let again = at + noise.random_range(0..=lateness_ms.max(1000));
+                // Producer retries and small replays: soon after the first delivery.
+                let again = at + noise.random_range(0..=DUPLICATE_WITHIN_MS);
                 self.push(Delivery {
                     kind: ev.kind,
                     key,

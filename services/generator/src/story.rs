@@ -112,6 +112,8 @@ const GIVEN: &[&str] = &[
 const NAME_EMOJI: &[&str] = &["", "", "", " 😀", " 🌸", "🐼", " 🚀"];
 const CITIES: &[&str] = &["上海", "北京", "深圳", "杭州", "成都", "Guangzhou"];
 const PHONE_FORMS: usize = 4;
+/// Share of second clicks that come from retargeting on another ad platform.
+const RETARGETING_SHARE: f64 = 0.5;
 
 /// Everything a story needs besides its random stream.
 pub struct StoryContext<'a> {
@@ -154,6 +156,9 @@ struct Builder<'a, 'r> {
     /// Whole-second event times for this lead, so the epoch-seconds forms can carry them exactly.
     whole_seconds: bool,
     channel: usize,
+    /// Channel of the latest touch: a second click may come from retargeting on another platform,
+    /// which then also brings the signup's UTM (so last touch differs from first touch).
+    touch_channel: usize,
     variant: Option<usize>,
     user: String,
     device: String,
@@ -202,7 +207,7 @@ impl Builder<'_, '_> {
         time_ms: i64,
         detail: Detail,
     ) {
-        let profile = &self.ctx.cfg.channels[self.channel];
+        let profile = &self.ctx.cfg.channels[self.touch_channel];
         let touch = matches!(
             kind,
             SourceKind::Exposure | SourceKind::AdClick | SourceKind::Signup
@@ -234,7 +239,7 @@ impl Builder<'_, '_> {
     }
 
     fn campaign(&mut self) -> Option<String> {
-        let c = &self.ctx.cfg.channels[self.channel].campaigns;
+        let c = &self.ctx.cfg.channels[self.touch_channel].campaigns;
         (!c.is_empty()).then(|| c[self.rng.random_range(0..c.len())].clone())
     }
 
@@ -274,14 +279,33 @@ impl Builder<'_, '_> {
             return None;
         }
         let clicks = if chance(self.rng, 0.15) { 2 } else { 1 };
+        let mut platform = platform;
         for c in 0..clicks {
             t += self.delay(if c == 0 {
                 self.ctx.cfg.delays.click
             } else {
                 gap
             });
+            if c == 1 && chance(self.rng, RETARGETING_SHARE) {
+                let chans = &self.ctx.cfg.channels;
+                let weights = chans.iter().enumerate().map(|(i, ch)| {
+                    if i != self.channel && ch.platform.is_some() {
+                        ch.weight
+                    } else {
+                        0.0
+                    }
+                });
+                if weights.clone().sum::<f64>() > 0.0 {
+                    self.touch_channel = pick_weighted(self.rng, weights);
+                    platform = chans[self.touch_channel]
+                        .platform
+                        .clone()
+                        .unwrap_or(platform);
+                }
+            }
+            let touch_profile = self.ctx.cfg.channels[self.touch_channel].clone();
             let campaign = self.campaign();
-            let url = self.landing_url(&profile, campaign.as_deref());
+            let url = self.landing_url(&touch_profile, campaign.as_deref());
             let id = self.id("clk", Some(c));
             self.push(
                 SourceKind::AdClick,
@@ -335,7 +359,7 @@ impl Builder<'_, '_> {
     }
 
     fn signup(&mut self, t: i64, has_touches: bool) {
-        let profile = self.ctx.cfg.channels[self.channel].clone();
+        let profile = self.ctx.cfg.channels[self.touch_channel].clone();
         let linked = if has_touches {
             chance(self.rng, self.ctx.cfg.b2c.p_device_linked)
         } else {
@@ -641,6 +665,7 @@ pub fn lead_story(
         index,
         whole_seconds,
         channel,
+        touch_channel: channel,
         variant,
         user: format!("u-{}-{index}", ctx.tag),
         device: format!("dev-{}-{index}", ctx.tag),
