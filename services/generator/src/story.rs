@@ -213,10 +213,8 @@ impl Builder<'_, '_> {
             SourceKind::Exposure | SourceKind::AdClick | SourceKind::Signup
         );
         let anonymous = matches!(kind, SourceKind::Exposure | SourceKind::AdClick);
-        let device_id = match (&detail, anonymous) {
-            (_, true) => Some(self.device.clone()),
-            _ => None,
-        };
+        // Signups name the device only when linked; `signup()` sets it after the push.
+        let device_id = anonymous.then(|| self.device.clone());
         let variant = match kind {
             SourceKind::AdClick => self.variant_name(),
             SourceKind::Signup => match &detail {
@@ -466,20 +464,10 @@ impl Builder<'_, '_> {
                 b.p_purchase_idle
             } * quality
                 * self.lift(LiftStep::Purchase);
-            if chance(self.rng, p_buy) {
-                let mut at = last + self.delay(d.purchase);
-                if at >= expiry {
-                    self.push(
-                        SourceKind::Trial,
-                        EventType::TrialExpired,
-                        trial_id,
-                        expiry,
-                        Detail::Trial { plan },
-                    );
-                    at = at.max(expiry + 1000);
-                }
-                self.orders(at);
-            } else {
+            let purchase_at = chance(self.rng, p_buy).then(|| last + self.delay(d.purchase));
+            // Without a purchase before it, the trial expires (the b2c backflow to signup).
+            let expires = purchase_at.is_none_or(|at| at >= expiry);
+            if expires {
                 self.push(
                     SourceKind::Trial,
                     EventType::TrialExpired,
@@ -487,10 +475,15 @@ impl Builder<'_, '_> {
                     expiry,
                     Detail::Trial { plan },
                 );
-                if chance(self.rng, b.p_purchase_after_expiry * quality) {
+            }
+            match purchase_at {
+                Some(at) if expires => self.orders(at.max(expiry + 1000)),
+                Some(at) => self.orders(at),
+                None if chance(self.rng, b.p_purchase_after_expiry * quality) => {
                     let at = expiry + self.delay(d.purchase);
                     self.orders(at);
                 }
+                None => {}
             }
         } else if chance(self.rng, b.p_purchase_direct * quality) {
             let at = signup_t + self.delay(d.purchase);
