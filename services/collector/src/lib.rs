@@ -71,8 +71,14 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
     {
         let (shutdown, give_up) = (shutdown.clone(), give_up.clone());
         tracker.spawn(async move {
+            // The grace sleep sits inside the raced future: a finished pipeline (give_up cancelled)
+            // must end the wait at once, not after the full grace.
+            let grace = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            };
             tokio::select! {
-                _ = shutdown.cancelled() => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                _ = grace => {}
                 _ = give_up.cancelled() => {}
             }
             give_up.cancel();
