@@ -139,7 +139,7 @@ impl Normalizer {
     fn exposure(&self, f: &mut Fields) -> Result<NormalizedEvent> {
         let mut ev = blank(
             EventType::Exposure,
-            f.id("impression_id")?,
+            f.id(SourceKind::Exposure.id_field())?,
             f.ts(SourceKind::Exposure.time_field())?,
         );
         ev.platform = Some(f.text("platform")?.to_lowercase());
@@ -154,7 +154,7 @@ impl Normalizer {
     fn click(&self, f: &mut Fields) -> Result<NormalizedEvent> {
         let mut ev = blank(
             EventType::Click,
-            f.id("click_id")?,
+            f.id(SourceKind::AdClick.id_field())?,
             f.ts(SourceKind::AdClick.time_field())?,
         );
         ev.platform = Some(f.text("platform")?.to_lowercase());
@@ -198,7 +198,7 @@ impl Normalizer {
     fn signup(&self, f: &mut Fields) -> Result<NormalizedEvent> {
         let mut ev = blank(
             EventType::Signup,
-            f.id("signup_id")?,
+            f.id(SourceKind::Signup.id_field())?,
             f.ts(SourceKind::Signup.time_field())?,
         );
         ev.lead_id = Some(f.id("user_id")?);
@@ -234,7 +234,7 @@ impl Normalizer {
 }
 
 fn trial(f: &mut Fields) -> Result<NormalizedEvent> {
-    let id = f.id("trial_id")?;
+    let id = f.id(SourceKind::Trial.id_field())?;
     let event_type = match f.one_of(
         "event",
         &["trial_started", "trial_activated", "trial_expired"],
@@ -252,7 +252,7 @@ fn trial(f: &mut Fields) -> Result<NormalizedEvent> {
 fn call(f: &mut Fields) -> Result<NormalizedEvent> {
     let mut ev = blank(
         EventType::Call,
-        f.id("call_id")?,
+        f.id(SourceKind::Call.id_field())?,
         f.ts(SourceKind::Call.time_field())?,
     );
     ev.lead_id = Some(f.id("lead_id")?);
@@ -286,7 +286,7 @@ fn call(f: &mut Fields) -> Result<NormalizedEvent> {
 }
 
 fn contract(f: &mut Fields) -> Result<NormalizedEvent> {
-    let id = f.id("contract_id")?;
+    let id = f.id(SourceKind::Contract.id_field())?;
     let lead = f.id("lead_id")?;
     let status = f.one_of("status", &["signed", "lost", "cancelled"])?;
     let event_type = match status {
@@ -318,7 +318,7 @@ fn contract(f: &mut Fields) -> Result<NormalizedEvent> {
 fn order(f: &mut Fields) -> Result<NormalizedEvent> {
     let mut ev = blank(
         EventType::Order,
-        f.id("order_id")?,
+        f.id(SourceKind::Order.id_field())?,
         f.ts(SourceKind::Order.time_field())?,
     );
     ev.lead_id = Some(f.id("user_id")?);

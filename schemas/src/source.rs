@@ -66,6 +66,19 @@ impl SourceKind {
         }
     }
 
+    /// The field that carries the source's native id in this topic's contract.
+    pub fn id_field(self) -> &'static str {
+        match self {
+            Self::Exposure => "impression_id",
+            Self::AdClick => "click_id",
+            Self::Signup => "signup_id",
+            Self::Trial => "trial_id",
+            Self::Call => "call_id",
+            Self::Contract => "contract_id",
+            Self::Order => "order_id",
+        }
+    }
+
     /// Looks a kind up by its short name (`ad_click`) or canonical topic (`leads.ad_click`).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL

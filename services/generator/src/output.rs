@@ -48,7 +48,8 @@ pub struct KafkaOutput {
     max_in_flight: usize,
 }
 
-type Pending = futures::future::BoxFuture<'static, Result<(), KafkaError>>;
+/// An unacknowledged message; it fails with its topic.
+type Pending = futures::future::BoxFuture<'static, Result<(), (String, KafkaError)>>;
 
 fn acked(r: <DeliveryFuture as std::future::Future>::Output) -> Result<(), KafkaError> {
     match r {
@@ -89,10 +90,7 @@ impl KafkaOutput {
 
     async fn settle_one(&mut self) -> Result<(), OutputError> {
         if let Some(r) = self.in_flight.next().await {
-            r.map_err(|source| OutputError::Delivery {
-                topic: format!("{}leads.*", self.prefix),
-                source,
-            })?;
+            r.map_err(|(topic, source)| OutputError::Delivery { topic, source })?;
         }
         Ok(())
     }
@@ -110,7 +108,10 @@ impl KafkaOutput {
             }
             match self.producer.send_result(record) {
                 Ok(f) => {
-                    self.in_flight.push(Box::pin(async move { acked(f.await) }));
+                    let topic = topic.clone();
+                    self.in_flight.push(Box::pin(
+                        async move { acked(f.await).map_err(|e| (topic, e)) },
+                    ));
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -93,19 +93,6 @@ fn template(kind: SourceKind, id: &str, time_ms: i64) -> PlannedEvent {
     }
 }
 
-/// The native-id field of a topic.
-pub fn id_field(kind: SourceKind) -> &'static str {
-    match kind {
-        SourceKind::Exposure => "impression_id",
-        SourceKind::AdClick => "click_id",
-        SourceKind::Signup => "signup_id",
-        SourceKind::Trial => "trial_id",
-        SourceKind::Call => "call_id",
-        SourceKind::Contract => "contract_id",
-        SourceKind::Order => "order_id",
-    }
-}
-
 /// Builds a malformed message of `category` for `kind` (one of [`topics_for`]); `None` for the
 /// categories no producer can cause (`unknown_topic`, `sink_rejected`).
 pub fn malformed(
@@ -119,7 +106,7 @@ pub fn malformed(
 ) -> Option<Vec<u8>> {
     let ev = template(kind, id, time_ms);
     let mut o = wire::object(&ev, rng, tz);
-    let id_key = id_field(kind);
+    let id_key = kind.id_field();
     let bytes = |o: &serde_json::Map<String, Value>| {
         serde_json::to_vec(o).expect("a json map always serializes")
     };

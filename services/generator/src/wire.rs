@@ -82,6 +82,15 @@ fn money(rng: &mut ChaCha8Rng, amount: rust_decimal::Decimal) -> Value {
     }
 }
 
+/// Whole cents of a two-decimal amount.
+fn cents(amount: rust_decimal::Decimal) -> i64 {
+    use rust_decimal::prelude::ToPrimitive;
+    (amount * rust_decimal::Decimal::ONE_HUNDRED)
+        .trunc()
+        .to_i64()
+        .unwrap_or(i64::MAX)
+}
+
 fn currency(rng: &mut ChaCha8Rng) -> &'static str {
     ["CNY", "CNY", "CNY", "cny"][rng.random_range(0..4)]
 }
@@ -209,27 +218,13 @@ pub fn object(ev: &PlannedEvent, rng: &mut ChaCha8Rng, tz: Tz) -> Map<String, Va
             put("order_id", json!(ev.native_id));
             put("user_id", json!(ev.user_id));
             match rng.random_range(0..3) {
-                0 => put(
-                    "amount_cents",
-                    json!((amount * rust_decimal::Decimal::from(100))
-                        .trunc()
-                        .to_string()
-                        .parse::<i64>()
-                        .unwrap_or(0)),
-                ),
+                0 => put("amount_cents", json!(cents(*amount))),
                 1 => {
                     let m = money(rng, *amount);
                     put("amount", m)
                 }
                 _ => {
-                    put(
-                        "amount_cents",
-                        json!((amount * rust_decimal::Decimal::from(100))
-                            .trunc()
-                            .to_string()
-                            .parse::<i64>()
-                            .unwrap_or(0)),
-                    );
+                    put("amount_cents", json!(cents(*amount)));
                     put("amount", json!(amount.to_string()));
                 }
             }
