@@ -3,10 +3,15 @@
 use std::process::{Command, Output};
 
 fn generator(args: &[&str]) -> Output {
+    generator_with_env(args, &[])
+}
+
+fn generator_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_leadstream-generator"))
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run the generator")
 }
@@ -45,12 +50,10 @@ fn invalid_values_are_named() {
 
 #[test]
 fn print_config_redacts_the_sasl_password() {
-    let out = Command::new(env!("CARGO_BIN_EXE_leadstream-generator"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .args(["--print-config"])
-        .env("LEADSTREAM_KAFKA__SASL_PASSWORD", "hunter2-secret")
-        .output()
-        .expect("run");
+    let out = generator_with_env(
+        &["--print-config"],
+        &[("LEADSTREAM_KAFKA__SASL_PASSWORD", "hunter2-secret")],
+    );
     assert!(
         out.status.success(),
         "{}",

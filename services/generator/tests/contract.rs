@@ -5,7 +5,8 @@
 use leadstream_generator::config::PRODUCIBLE_POISON;
 use leadstream_generator::{GeneratorConfig, Label, Schedule};
 use leadstream_schemas::{
-    ChannelRules, ErrorCategory, EventType, Normalizer, NormalizerConfig, Secret, SourceMeta,
+    ChannelRules, ErrorCategory, EventType, Normalizer, NormalizerConfig, Secret, SourceKind,
+    SourceMeta,
 };
 use std::collections::{BTreeSet, HashSet};
 
@@ -207,17 +208,9 @@ fn free_text_carries_chinese_and_emoji_and_every_timestamp_form() {
     for (name, test) in forms {
         let found = texts.iter().any(|t| {
             let v: serde_json::Value = serde_json::from_str(t).unwrap();
-            [
-                "ts",
-                "clicked_at",
-                "created_at",
-                "at",
-                "started_at",
-                "updated_at",
-                "paid_at",
-            ]
-            .iter()
-            .any(|k| v.get(*k).is_some_and(test))
+            SourceKind::ALL
+                .iter()
+                .any(|k| v.get(k.time_field()).is_some_and(test))
         });
         assert!(found, "no timestamp written as {name}");
     }
