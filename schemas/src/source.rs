@@ -116,6 +116,26 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every event type.
+    pub const ALL: [Self; 11] = [
+        Self::Exposure,
+        Self::Click,
+        Self::Signup,
+        Self::TrialStarted,
+        Self::TrialActivated,
+        Self::TrialExpired,
+        Self::Call,
+        Self::ContractSigned,
+        Self::ContractLost,
+        Self::ContractCancelled,
+        Self::Order,
+    ];
+
+    /// The type named `name` (as [`EventType::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     /// The snake_case name stored in ClickHouse.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,0 +1,108 @@
+//! Stage-machine figures (no assertions): events/s through the engine on one core, with the
+//! replays and row building of regular flushes, and memory per tracked lead.
+//!
+//! `cargo bench -p leadstream-aggregator --bench machine [-- LEADS]` (default 50000 leads).
+
+use leadstream_aggregator::{Engine, Funnels};
+use leadstream_generator::{GeneratorConfig, Label, Schedule};
+use leadstream_schemas::{ChannelRules, Normalizer, NormalizerConfig, Secret, SourceMeta};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn main() {
+    let leads: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50_000);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let funnels = Arc::new(Funnels::load(format!("{root}/funnel.yaml").as_ref()).expect("funnels"));
+    let mut cfg = GeneratorConfig {
+        seed: 42,
+        ..Default::default()
+    };
+    cfg.traffic.leads = leads;
+    let norm = Normalizer::new(NormalizerConfig {
+        channel_rules: ChannelRules::from_yaml(
+            &std::fs::read_to_string(format!("{root}/channels.yaml")).expect("channels"),
+        )
+        .expect("channel rules"),
+        time_zone: cfg.time_zone().expect("zone"),
+        pii_salt: Secret::new("bench".into()),
+        max_message_bytes: cfg.realism.max_message_bytes,
+    });
+    let start = cfg
+        .start_time(chrono::Utc::now())
+        .expect("start")
+        .timestamp_millis();
+    let events: Vec<_> = Schedule::new(cfg, start)
+        .filter(|d| !matches!(d.label, Label::Poison(_)))
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let meta = SourceMeta {
+                kind: d.kind,
+                partition: 0,
+                offset: i as i64,
+                received_at: chrono::Utc::now(),
+            };
+            norm.normalize(&meta, &d.payload).ok()
+        })
+        .collect();
+    println!(
+        "stage machine: {} normalized events ({} leads generated), 2 funnels",
+        events.len(),
+        leads
+    );
+
+    // Memory: RSS growth while the state is built, per lead held (events of all its devices
+    // included), after the rows were dropped. Measured first, before
+    // other rounds leave freed memory in the allocator.
+    let before = rss_bytes();
+    let mut engine = Engine::new(funnels.clone(), 3_600_000);
+    for (i, e) in events.iter().enumerate() {
+        engine.ingest(e, 0);
+        if i % 5000 == 4999 {
+            drop(engine.flush(i as u64));
+        }
+    }
+    drop(engine.flush(u64::MAX));
+    let after = rss_bytes();
+    let held = engine.leads_held().max(1);
+    println!(
+        "  memory: {} leads held, {} devices, RSS +{:.1} MiB = {:.0} bytes per lead",
+        held,
+        engine.devices_held(),
+        (after.saturating_sub(before)) as f64 / 1048576.0,
+        after.saturating_sub(before) as f64 / held as f64
+    );
+    drop(engine);
+
+    // Throughput: ingest + a flush (replay + rows) every 5000 events, as the service batches.
+    for round in 0..3 {
+        let mut engine = Engine::new(funnels.clone(), 3_600_000);
+        let t = Instant::now();
+        let mut rows = 0usize;
+        for (i, e) in events.iter().enumerate() {
+            engine.ingest(e, 0);
+            if i % 5000 == 4999 {
+                let out = engine.flush(i as u64);
+                rows += out.transitions.len() + out.leads.len();
+            }
+        }
+        rows += engine.flush(u64::MAX).transitions.len();
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "  round {round}: {:.0} events/s on one core ({:.2} s, {rows} rows built)",
+            events.len() as f64 / secs,
+            secs
+        );
+    }
+}

@@ -1,0 +1,621 @@
+//! The aggregator's state: every lead's distinct events (compact), identity stitching of devices
+//! to users, and what was last published per lead. Pure: events go in, ClickHouse rows come out.
+//!
+//! Why whole-lead replays: a lead has a handful of events, so replaying all of them whenever one
+//! arrives costs little and makes late, out-of-order and duplicate events a non-issue: the result
+//! is by construction the batch pass over the lead's events sorted by event time. Published rows
+//! are replaced (newer version) when a replay changes them, so answers already shown are
+//! corrected in place.
+
+use crate::funnel::{Funnel, Funnels, Target};
+use crate::machine::{replay, rule_reason, Kind, Path, Reason, Step};
+use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
+use leadstream_schemas::{EventType, NormalizedEvent};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use smallvec::SmallVec;
+use smol_str::SmolStr;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Breakdown value for a lead without a channel or a variant (matches the generator's truth).
+pub const NONE: &str = "none";
+
+/// Interned strings (channels, variants, reasons); symbol 0 is "absent".
+#[derive(Debug, Default)]
+struct Symbols {
+    names: Vec<Box<str>>,
+    index: HashMap<Box<str>, u16>,
+}
+
+/// Distinct values beyond this share one symbol, so a hostile feed cannot grow the table.
+const MAX_SYMBOLS: usize = u16::MAX as usize - 1;
+const OVERFLOW: &str = "(too many distinct values)";
+
+impl Symbols {
+    fn new() -> Self {
+        Self {
+            names: vec!["".into()],
+            index: HashMap::default(),
+        }
+    }
+
+    fn intern(&mut self, s: Option<&str>) -> u16 {
+        let Some(s) = s.filter(|s| !s.is_empty()) else {
+            return 0;
+        };
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let s = if self.names.len() >= MAX_SYMBOLS {
+            OVERFLOW
+        } else {
+            s
+        };
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u16;
+        self.names.push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+
+    fn name(&self, i: u16) -> &str {
+        &self.names[i as usize]
+    }
+
+    fn or_none(&self, i: u16) -> &str {
+        if i == 0 {
+            NONE
+        } else {
+            self.name(i)
+        }
+    }
+}
+
+/// What attribution needs to know of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Role {
+    /// Exposure or click.
+    Touch,
+    /// Signup.
+    Signup,
+    /// Anything else.
+    Other,
+}
+
+/// One event as the engine keeps it: 40 bytes.
+#[derive(Debug, Clone, Copy)]
+struct CompactEvent {
+    time_ms: i64,
+    /// The 128-bit event id (32 hex characters by the collector's contract).
+    id: [u64; 2],
+    /// Which rules of which funnels match it.
+    rules: u64,
+    channel: u16,
+    variant: u16,
+    reason: u16,
+    event_type: u8,
+    role: Role,
+}
+
+impl CompactEvent {
+    fn key(&self) -> (i64, [u64; 2]) {
+        (self.time_ms, self.id)
+    }
+
+    fn event_id(&self) -> String {
+        format!("{:016x}{:016x}", self.id[0], self.id[1])
+    }
+
+    fn step(&self) -> Step {
+        Step {
+            time_ms: self.time_ms,
+            rules: self.rules,
+            reason: self.reason,
+        }
+    }
+}
+
+/// The event id as two u64 (hex order = numeric order, so sorting by it equals sorting by the
+/// id string); ids that are not 32 hex characters are hashed.
+fn parse_id(id: &str) -> [u64; 2] {
+    if id.len() == 32 {
+        if let (Ok(a), Ok(b)) = (
+            u64::from_str_radix(&id[..16], 16),
+            u64::from_str_radix(&id[16..], 16),
+        ) {
+            return [a, b];
+        }
+    }
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    let a = h.finish();
+    a.hash(&mut h);
+    [a, h.finish()]
+}
+
+/// Inserts `c` in (time, id) order; `None` when the event id is already there.
+fn insert_sorted(v: &mut Vec<CompactEvent>, c: CompactEvent) -> Option<usize> {
+    if v.iter().any(|x| x.id == c.id) {
+        return None;
+    }
+    // Most leads and devices have a handful of events: grow exactly instead of doubling, which
+    // would leave most of a 4- or 8-slot allocation empty (memory per lead is what limits scale).
+    if v.len() < 16 {
+        v.reserve_exact(1);
+    }
+    let pos = v.partition_point(|x| x.key() < c.key());
+    v.insert(pos, c);
+    Some(pos)
+}
+
+/// What was last written for a lead in one funnel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Published {
+    fingerprint: u64,
+    transitions: u16,
+}
+
+#[derive(Debug, Default)]
+struct Lead {
+    /// The lead's own events (everything but anonymous touches), sorted.
+    events: Vec<CompactEvent>,
+    /// Devices whose anonymous touches belong to this lead.
+    devices: SmallVec<[SmolStr; 1]>,
+    /// Per funnel, in `Funnels` order; empty until first published.
+    published: Box<[Published]>,
+}
+
+/// A signup that names a device; the earliest (by time, then event id) owns the device.
+#[derive(Debug, Clone)]
+struct Claim {
+    time_ms: i64,
+    id: [u64; 2],
+    lead: SmolStr,
+}
+
+#[derive(Debug, Default)]
+struct Device {
+    touches: Vec<CompactEvent>,
+    /// The earliest claim; claims are never withdrawn, so only the earliest matters.
+    owner: Option<Claim>,
+}
+
+impl Device {
+    /// The lead the device's touches belong to: the owner, else the device as its own lead.
+    fn holder(&self, device: &str) -> Option<SmolStr> {
+        match &self.owner {
+            Some(c) => Some(c.lead.clone()),
+            None if !self.touches.is_empty() => Some(device_lead(device).into()),
+            None => None,
+        }
+    }
+
+    fn claim(&mut self, c: Claim) {
+        if self
+            .owner
+            .as_ref()
+            .is_none_or(|o| (c.time_ms, c.id) < (o.time_ms, o.id))
+        {
+            self.owner = Some(c);
+        }
+    }
+}
+
+/// The lead key of a device no signup claimed.
+pub fn device_lead(device: &str) -> String {
+    format!("device:{device}")
+}
+
+/// What happened to one ingested event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Its event id was already known: nothing changes.
+    Duplicate,
+    /// Applied.
+    Applied {
+        /// It sorted before an event its lead already had: published history gets rewritten.
+        correction: bool,
+        /// Older than the newest event time seen.
+        late: bool,
+        /// Older than the newest event time seen minus the allowed lateness (also applied, and
+        /// recorded in `late_events`).
+        too_late: bool,
+    },
+}
+
+/// Rows a flush produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Transition rows and tombstones.
+    pub transitions: Vec<TransitionRow>,
+    /// Lead state rows and tombstones.
+    pub leads: Vec<LeadFunnelRow>,
+    /// Events later than the allowed lateness since the last flush.
+    pub late_events: Vec<LateEventRow>,
+    /// Live transition rows written, by kind (rewrites included), in [`Kind::ALL`] order.
+    pub by_kind: [u64; 6],
+    /// Leads replayed.
+    pub replayed: u64,
+}
+
+impl Output {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.transitions.is_empty() && self.leads.is_empty() && self.late_events.is_empty()
+    }
+}
+
+/// The aggregator's state machine over all leads.
+pub struct Engine {
+    funnels: Arc<Funnels>,
+    symbols: Symbols,
+    leads: HashMap<SmolStr, Lead>,
+    devices: HashMap<SmolStr, Device>,
+    dirty: HashSet<SmolStr>,
+    watermark_ms: i64,
+    lateness_ms: i64,
+    late: Vec<LateEventRow>,
+}
+
+impl Engine {
+    /// An empty engine; events older than the newest seen minus `lateness_ms` count as too late.
+    pub fn new(funnels: Arc<Funnels>, lateness_ms: i64) -> Self {
+        Self {
+            funnels,
+            symbols: Symbols::new(),
+            leads: HashMap::default(),
+            devices: HashMap::default(),
+            dirty: HashSet::default(),
+            watermark_ms: i64::MIN,
+            lateness_ms,
+            late: Vec::new(),
+        }
+    }
+
+    /// The funnels this engine runs.
+    pub fn funnels(&self) -> &Arc<Funnels> {
+        &self.funnels
+    }
+
+    /// Leads held (users and unclaimed devices).
+    pub fn leads_held(&self) -> usize {
+        self.leads.len()
+    }
+
+    /// Devices held.
+    pub fn devices_held(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Newest event time seen, epoch ms (`i64::MIN` before any).
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    /// Leads waiting for the next flush.
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Adds one normalized event. `received_at_ms` is only recorded for too-late events.
+    pub fn ingest(&mut self, e: &NormalizedEvent, received_at_ms: i64) -> Ingested {
+        let role = match e.event_type {
+            EventType::Exposure | EventType::Click => Role::Touch,
+            EventType::Signup => Role::Signup,
+            _ => Role::Other,
+        };
+        let c = CompactEvent {
+            time_ms: e.event_time.timestamp_millis(),
+            id: parse_id(&e.event_id),
+            rules: self.funnels.match_mask(e),
+            channel: self.symbols.intern(e.channel.as_deref()),
+            variant: self.symbols.intern(e.variant.as_deref()),
+            reason: self.symbols.intern(e.reason.as_deref()),
+            event_type: EventType::ALL
+                .iter()
+                .position(|t| *t == e.event_type)
+                .unwrap_or_default() as u8,
+            role,
+        };
+        let applied = match (role, &e.lead_id, &e.device_id) {
+            (Role::Touch, None, Some(d)) => self.add_touch(d, c),
+            (_, Some(lead), _) => self.add_lead_event(lead, e.device_id.as_deref(), c),
+            _ => self.add_lead_event(&e.lead_key(), e.device_id.as_deref(), c),
+        };
+        let Some(correction) = applied else {
+            return Ingested::Duplicate;
+        };
+        let late = c.time_ms < self.watermark_ms;
+        let too_late = late && c.time_ms < self.watermark_ms.saturating_sub(self.lateness_ms);
+        if too_late {
+            self.late.push(LateEventRow {
+                event_id: e.event_id.clone(),
+                event_type: e.event_type.as_str(),
+                lead_key: e.lead_key().into(),
+                event_time: c.time_ms,
+                watermark: self.watermark_ms,
+                behind_ms: self.watermark_ms - c.time_ms,
+                received_at: received_at_ms,
+            });
+        }
+        self.watermark_ms = self.watermark_ms.max(c.time_ms);
+        Ingested::Applied {
+            correction,
+            late,
+            too_late,
+        }
+    }
+
+    /// `Some(landed before the end)` when new.
+    fn add_touch(&mut self, device: &str, c: CompactEvent) -> Option<bool> {
+        let dev = match self.devices.get_mut(device) {
+            Some(d) => d,
+            None => self.devices.entry(device.into()).or_default(),
+        };
+        let new_device = dev.touches.is_empty() && dev.owner.is_none();
+        let pos = insert_sorted(&mut dev.touches, c)?;
+        let correction = pos + 1 < dev.touches.len();
+        if new_device {
+            // A new, unclaimed device becomes a lead of its own.
+            self.rehome(device, None, Some(device_lead(device).into()));
+        } else if let Some(h) = dev.holder(device) {
+            self.dirty.insert(h);
+        }
+        Some(correction)
+    }
+
+    fn add_lead_event(&mut self, key: &str, device: Option<&str>, c: CompactEvent) -> Option<bool> {
+        let lead = match self.leads.get_mut(key) {
+            Some(l) => l,
+            None => self.leads.entry(key.into()).or_default(),
+        };
+        let pos = insert_sorted(&mut lead.events, c)?;
+        let correction = pos + 1 < lead.events.len();
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.into());
+        }
+        if let (Role::Signup, Some(d)) = (c.role, device) {
+            let dev = self.devices.entry(d.into()).or_default();
+            let before = dev.holder(d);
+            dev.claim(Claim {
+                time_ms: c.time_ms,
+                id: c.id,
+                lead: key.into(),
+            });
+            let after = dev.holder(d);
+            self.rehome(d, before, after);
+        }
+        Some(correction)
+    }
+
+    /// Moves a device's touches from one holder to another when ownership changed.
+    fn rehome(&mut self, device: &str, before: Option<SmolStr>, after: Option<SmolStr>) {
+        if before == after {
+            return;
+        }
+        if let Some(b) = before {
+            if let Some(l) = self.leads.get_mut(&b) {
+                l.devices.retain(|d| &**d != device);
+            }
+            self.dirty.insert(b);
+        }
+        if let Some(a) = after {
+            self.leads
+                .entry(a.clone())
+                .or_default()
+                .devices
+                .push(device.into());
+            self.dirty.insert(a);
+        }
+    }
+
+    /// Replays every lead touched since the last flush and returns the rows that changed.
+    /// `version` must grow from flush to flush (and across restarts).
+    pub fn flush(&mut self, version: u64) -> Output {
+        let mut out = Output {
+            late_events: std::mem::take(&mut self.late),
+            ..Output::default()
+        };
+        let dirty: Vec<SmolStr> = self.dirty.drain().collect();
+        let mut merged = Vec::new();
+        for key in dirty {
+            let Some(lead) = self.leads.get(&key) else {
+                continue;
+            };
+            merged.clear();
+            merged.extend_from_slice(&lead.events);
+            for d in &lead.devices {
+                if let Some(dev) = self.devices.get(&**d) {
+                    merged.extend_from_slice(&dev.touches);
+                }
+            }
+            merged.sort_unstable_by_key(CompactEvent::key);
+            let gone = lead.events.is_empty() && lead.devices.is_empty();
+            let attribution = attribute(&merged);
+            let mut published = if lead.published.is_empty() {
+                vec![Published::default(); self.funnels.funnels.len()].into_boxed_slice()
+            } else {
+                lead.published.clone()
+            };
+            for (fi, funnel) in self.funnels.funnels.iter().enumerate() {
+                let path = replay(funnel, merged.iter().map(CompactEvent::step));
+                let fingerprint = fingerprint(&path, attribution);
+                let old = published[fi];
+                if fingerprint == old.fingerprint
+                    && path.transitions.len() == old.transitions as usize
+                {
+                    continue;
+                }
+                self.emit(
+                    &mut out,
+                    funnel,
+                    &key,
+                    &merged,
+                    &path,
+                    attribution,
+                    old,
+                    version,
+                );
+                published[fi] = Published {
+                    fingerprint,
+                    transitions: path.transitions.len() as u16,
+                };
+            }
+            out.replayed += 1;
+            if gone {
+                self.leads.remove(&key);
+            } else if let Some(lead) = self.leads.get_mut(&key) {
+                lead.published = published;
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        out: &mut Output,
+        funnel: &Funnel,
+        key: &str,
+        events: &[CompactEvent],
+        path: &Path,
+        (first, last, variant): (u16, u16, u16),
+        old: Published,
+        version: u64,
+    ) {
+        let sym = &self.symbols;
+        let (first, last, variant) = (
+            SmolStr::new(sym.or_none(first)),
+            SmolStr::new(sym.or_none(last)),
+            SmolStr::new(sym.or_none(variant)),
+        );
+        let stage = |t: Option<Target>| t.map(|t| SmolStr::new(funnel.stage_name(t)));
+        let reason = |r: Option<Reason>| match r {
+            Some(Reason::Rule(i)) => SmolStr::new(rule_reason(funnel, i)),
+            Some(Reason::Event(s)) => SmolStr::new(sym.name(s)),
+            None => SmolStr::default(),
+        };
+        let n = path.transitions.len().min(u16::MAX as usize);
+        for (seq, t) in path.transitions.iter().take(n).enumerate() {
+            let e = &events[t.event as usize];
+            out.by_kind[t.kind as usize] += 1;
+            out.transitions.push(TransitionRow {
+                funnel: SmolStr::new(&funnel.name),
+                lead_id: SmolStr::new(key),
+                seq: seq as u16,
+                at: t.time_ms,
+                kind: t.kind.as_str(),
+                from_stage: stage(t.from).unwrap_or_default(),
+                to_stage: stage(t.to).unwrap_or_else(|| SmolStr::new_static("lost")),
+                skipped: t
+                    .skipped
+                    .clone()
+                    .map(|s| SmolStr::new(&funnel.stages[s as usize]))
+                    .collect(),
+                reason: reason(t.reason),
+                dwell_ms: t.dwell_ms,
+                first_touch: first.clone(),
+                last_touch: last.clone(),
+                variant: variant.clone(),
+                event_id: e.event_id(),
+                event_type: EventType::ALL[e.event_type as usize].as_str(),
+                version,
+                is_deleted: 0,
+            });
+        }
+        for seq in n..old.transitions as usize {
+            out.transitions.push(TransitionRow {
+                funnel: SmolStr::new(&funnel.name),
+                lead_id: SmolStr::new(key),
+                seq: seq as u16,
+                at: 0,
+                kind: "",
+                from_stage: SmolStr::default(),
+                to_stage: SmolStr::default(),
+                skipped: Vec::new(),
+                reason: SmolStr::default(),
+                dwell_ms: None,
+                first_touch: SmolStr::default(),
+                last_touch: SmolStr::default(),
+                variant: SmolStr::default(),
+                event_id: String::new(),
+                event_type: "",
+                version,
+                is_deleted: 1,
+            });
+        }
+        let entered = path.entered();
+        if !entered && old.transitions == 0 {
+            return;
+        }
+        let lost_reason = match path.transitions.last() {
+            Some(t) if path.lost && t.kind == Kind::Lost => reason(t.reason),
+            _ => SmolStr::default(),
+        };
+        let index = |i: Option<u8>| i.map_or(-1, |i| i as i8);
+        out.leads.push(LeadFunnelRow {
+            funnel: SmolStr::new(&funnel.name),
+            lead_id: SmolStr::new(key),
+            started_at: path.transitions.first().map_or(0, |t| t.time_ms),
+            current_stage: stage(
+                path.special
+                    .map(Target::Special)
+                    .or(path.current.map(Target::Main)),
+            )
+            .unwrap_or_default(),
+            current_index: index(path.current),
+            furthest_stage: stage(path.furthest.map(Target::Main)).unwrap_or_default(),
+            furthest_index: index(path.furthest),
+            reached_at: path.reached_at.clone(),
+            specials: (0..funnel.special_stages.len())
+                .filter(|i| path.specials_entered & (1 << i) != 0)
+                .map(|i| SmolStr::new(&funnel.special_stages[i]))
+                .collect(),
+            lost: path.lost as u8,
+            lost_reason,
+            first_touch: first.clone(),
+            last_touch: last.clone(),
+            variant: variant.clone(),
+            transitions: n as u16,
+            changed_at: path.transitions.last().map_or(0, |t| t.time_ms),
+            version,
+            is_deleted: u8::from(!entered),
+        });
+    }
+}
+
+/// (first-touch channel, last-touch channel, variant) symbols of a lead's sorted events, by
+/// SPEC §2: first touch = earliest exposure/click, else the signup's channel; last touch = the
+/// latest exposure/click not after the (earliest) signup, else the signup's; variant = the first
+/// one any event carries.
+fn attribute(events: &[CompactEvent]) -> (u16, u16, u16) {
+    let signup = events.iter().find(|e| e.role == Role::Signup);
+    let signup_channel = signup.map_or(0, |s| s.channel);
+    let first = events
+        .iter()
+        .find(|e| e.role == Role::Touch)
+        .map_or(signup_channel, |e| e.channel);
+    let last = events
+        .iter()
+        .rev()
+        .filter(|e| e.role == Role::Touch)
+        .find(|e| signup.is_none_or(|s| e.time_ms <= s.time_ms))
+        .map_or(signup_channel, |e| e.channel);
+    let variant = events
+        .iter()
+        .map(|e| e.variant)
+        .find(|v| *v != 0)
+        .unwrap_or(0);
+    (first, last, variant)
+}
+
+fn fingerprint(path: &Path, attribution: (u16, u16, u16)) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    path.hash(&mut h);
+    attribution.hash(&mut h);
+    // 0 is "never published"; a real fingerprint is never 0.
+    h.finish() | 1
+}

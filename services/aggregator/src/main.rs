@@ -1,0 +1,2 @@
+//! `leadstream-aggregator`.
+fn main() {}

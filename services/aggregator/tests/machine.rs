@@ -1,0 +1,558 @@
+//! Table-driven tests of the stage machine through the engine (the shipped `config/funnel.yaml`,
+//! hand-written events), and a property test that arrival order and duplicates never matter.
+
+mod support;
+
+use chrono::{TimeZone, Utc};
+use leadstream_aggregator::{Engine, Ingested};
+use leadstream_generator::truth::{funnels, TruthEvent};
+use leadstream_schemas::{EventType, NormalizedEvent, SourceKind};
+use proptest::prelude::*;
+use support::{default_funnels, ReadModel};
+
+const T0: i64 = 1_762_045_200_000; // 2025-11-02T01:00:00Z
+
+/// An event `secs` after T0. `who` is a user id, or `@dev` for an anonymous touch on device `dev`.
+fn ev(secs: i64, ty: &str, who: &str) -> NormalizedEvent {
+    let event_type = EventType::parse(ty).expect(ty);
+    let (lead_id, device_id) = match who.strip_prefix('@') {
+        Some(d) => (None, Some(d.to_string())),
+        None => (Some(who.to_string()), None),
+    };
+    let id = format!(
+        "{:032x}",
+        (secs as u128) << 64 | u128::from(fxhash(ty, who))
+    );
+    NormalizedEvent {
+        event_id: id.clone(),
+        event_type,
+        source_topic: "test".into(),
+        source_partition: 0,
+        source_offset: 0,
+        native_id: id,
+        lead_id,
+        device_id,
+        channel: None,
+        platform: None,
+        campaign_id: None,
+        adgroup_id: None,
+        creative_id: None,
+        landing_page: None,
+        utm_source: None,
+        utm_medium: None,
+        utm_campaign: None,
+        utm_content: None,
+        experiment_id: None,
+        variant: None,
+        amount: None,
+        currency: None,
+        cost_micros: None,
+        reason: None,
+        call_direction: None,
+        call_outcome: None,
+        call_duration_sec: None,
+        agent_id: None,
+        plan: None,
+        phone_hash: None,
+        email_hash: None,
+        event_time: Utc.timestamp_millis_opt(T0 + secs * 1000).unwrap(),
+        received_at: Utc::now(),
+        extra: Default::default(),
+    }
+}
+
+fn fxhash(a: &str, b: &str) -> u32 {
+    a.bytes()
+        .chain([0])
+        .chain(b.bytes())
+        .fold(2166136261u32, |h, c| {
+            (h ^ u32::from(c)).wrapping_mul(16777619)
+        })
+}
+
+fn with(mut e: NormalizedEvent, f: impl FnOnce(&mut NormalizedEvent)) -> NormalizedEvent {
+    f(&mut e);
+    e
+}
+fn call(secs: i64, lead: &str, outcome: &str) -> NormalizedEvent {
+    with(ev(secs, "call", lead), |e| {
+        e.call_outcome = Some(outcome.into())
+    })
+}
+fn signup_on(secs: i64, lead: &str, device: &str) -> NormalizedEvent {
+    with(ev(secs, "signup", lead), |e| {
+        e.device_id = Some(device.into())
+    })
+}
+fn touch(secs: i64, ty: &str, device: &str, channel: &str) -> NormalizedEvent {
+    with(ev(secs, ty, &format!("@{device}")), |e| {
+        e.channel = Some(channel.into())
+    })
+}
+
+/// Feeds events in the order given, flushing after each, and renders the funnel's transitions
+/// per lead as `kind from>to [skipped] (reason)`.
+fn run(events: &[NormalizedEvent]) -> ReadModel {
+    let mut engine = Engine::new(default_funnels(), 3_600_000);
+    let mut model = ReadModel::default();
+    for (i, e) in events.iter().enumerate() {
+        engine.ingest(e, 0);
+        model.apply(engine.flush(i as u64 + 1));
+    }
+    model
+}
+
+fn render(model: &ReadModel, funnel: &str, lead: &str) -> Vec<String> {
+    model
+        .transitions(funnel)
+        .into_iter()
+        .filter(|t| t.lead_id == lead)
+        .map(|t| {
+            let mut s = format!("{} {}>{}", t.kind, t.from_stage, t.to_stage);
+            if !t.skipped.is_empty() {
+                s += &format!(" [{}]", t.skipped.join(","));
+            }
+            if !t.reason.is_empty() {
+                s += &format!(" ({})", t.reason);
+            }
+            s
+        })
+        .collect()
+}
+
+struct Case {
+    name: &'static str,
+    funnel: &'static str,
+    lead: &'static str,
+    events: Vec<NormalizedEvent>,
+    want: &'static [&'static str],
+}
+
+#[test]
+fn stage_machine_cases() {
+    let cases = vec![
+        Case {
+            name: "advance through every b2c stage, second order is a repurchase",
+            funnel: "b2c",
+            lead: "u1",
+            events: vec![
+                touch(0, "exposure", "d1", "douyin"),
+                touch(10, "click", "d1", "douyin"),
+                signup_on(20, "u1", "d1"),
+                ev(30, "trial_started", "u1"),
+                ev(40, "order", "u1"),
+                ev(50, "order", "u1"),
+                ev(60, "order", "u1"),
+            ],
+            want: &[
+                "enter >exposure",
+                "advance exposure>click",
+                "advance click>signup",
+                "advance signup>trial",
+                "advance trial>purchase",
+                "advance purchase>repurchase",
+            ],
+        },
+        Case {
+            name: "skip lists the stages passed over; enter may start past the first stage",
+            funnel: "b2c",
+            lead: "u2",
+            events: vec![ev(0, "signup", "u2"), ev(10, "order", "u2")],
+            want: &["enter >signup", "skip signup>purchase [trial]"],
+        },
+        Case {
+            name: "trial expiry flows back to signup with its reason; buying later skips",
+            funnel: "b2c",
+            lead: "u3",
+            events: vec![
+                ev(0, "signup", "u3"),
+                ev(10, "trial_started", "u3"),
+                ev(20, "trial_expired", "u3"),
+                ev(30, "order", "u3"),
+            ],
+            want: &[
+                "enter >signup",
+                "advance signup>trial",
+                "backflow trial>signup (trial_expired)",
+                "skip signup>purchase [trial]",
+            ],
+        },
+        Case {
+            name: "trial expiry after a purchase changes nothing",
+            funnel: "b2c",
+            lead: "u4",
+            events: vec![
+                ev(0, "trial_started", "u4"),
+                ev(10, "order", "u4"),
+                ev(20, "trial_expired", "u4"),
+            ],
+            want: &["enter >trial", "advance trial>purchase"],
+        },
+        Case {
+            name: "disqualified call is lost with its reason, a later signed contract reactivates",
+            funnel: "sales",
+            lead: "s1",
+            events: vec![
+                ev(0, "signup", "s1"),
+                call(10, "s1", "connected"),
+                with(call(20, "s1", "disqualified"), |e| {
+                    e.reason = Some("no_budget".into())
+                }),
+                ev(30, "contract_signed", "s1"),
+                with(ev(40, "contract_lost", "s1"), |e| {
+                    e.reason = Some("price".into())
+                }),
+            ],
+            want: &[
+                "enter >lead",
+                "advance lead>contacted",
+                "lost contacted>lost (no_budget)",
+                "reactivated contacted>won",
+                "lost won>lost (price)",
+            ],
+        },
+        Case {
+            name: "a loss without a reason takes the rule's default; losing twice is one loss",
+            funnel: "sales",
+            lead: "s2",
+            events: vec![
+                ev(0, "signup", "s2"),
+                ev(10, "contract_lost", "s2"),
+                call(20, "s2", "disqualified"),
+            ],
+            want: &["enter >lead", "lost lead>lost (unspecified)"],
+        },
+        Case {
+            name: "cancelled after signed flows back to qualified; cancelled again does nothing",
+            funnel: "sales",
+            lead: "s3",
+            events: vec![
+                ev(0, "signup", "s3"),
+                call(10, "s3", "qualified"),
+                ev(20, "contract_signed", "s3"),
+                ev(30, "contract_cancelled", "s3"),
+                ev(40, "contract_cancelled", "s3"),
+            ],
+            want: &[
+                "enter >lead",
+                "skip lead>qualified [contacted]",
+                "advance qualified>won",
+                "backflow won>qualified (contract_cancelled)",
+            ],
+        },
+        Case {
+            name: "special stage: an urgent call detours, the next main change leaves it",
+            funnel: "sales",
+            lead: "s4",
+            events: vec![
+                ev(0, "signup", "s4"),
+                with(call(10, "s4", "connected"), |e| {
+                    e.extra.insert("priority".into(), "urgent".into());
+                }),
+                call(20, "s4", "qualified"),
+            ],
+            want: &[
+                "enter >lead",
+                "enter lead>urgent_opportunity",
+                "skip urgent_opportunity>qualified [contacted]",
+            ],
+        },
+        Case {
+            name: "stitching: touches before the signup (signup arrives first)",
+            funnel: "b2c",
+            lead: "u5",
+            events: vec![
+                signup_on(20, "u5", "d5"),
+                touch(0, "exposure", "d5", "baidu"),
+                touch(10, "click", "d5", "baidu"),
+            ],
+            want: &[
+                "enter >exposure",
+                "advance exposure>click",
+                "advance click>signup",
+            ],
+        },
+        Case {
+            name: "stitching: touches first, then the signup absorbs the device lead",
+            funnel: "b2c",
+            lead: "u6",
+            events: vec![
+                touch(0, "exposure", "d6", "wechat"),
+                touch(10, "click", "d6", "wechat"),
+                signup_on(20, "u6", "d6"),
+            ],
+            want: &[
+                "enter >exposure",
+                "advance exposure>click",
+                "advance click>signup",
+            ],
+        },
+        Case {
+            name: "duplicates (same event id) count once",
+            funnel: "b2c",
+            lead: "u7",
+            events: vec![
+                ev(0, "signup", "u7"),
+                ev(10, "order", "u7"),
+                ev(10, "order", "u7"),
+                ev(0, "signup", "u7"),
+            ],
+            want: &["enter >signup", "skip signup>purchase [trial]"],
+        },
+        Case {
+            name: "a late event rewrites history: the trial arrives after the order",
+            funnel: "b2c",
+            lead: "u8",
+            events: vec![
+                ev(0, "signup", "u8"),
+                ev(20, "order", "u8"),
+                ev(10, "trial_activated", "u8"),
+            ],
+            want: &[
+                "enter >signup",
+                "advance signup>trial",
+                "advance trial>purchase",
+            ],
+        },
+    ];
+    for c in &cases {
+        let model = run(&c.events);
+        assert_eq!(render(&model, c.funnel, c.lead), c.want, "{}", c.name);
+    }
+}
+
+#[test]
+fn a_device_lead_disappears_when_a_signup_claims_the_device() {
+    let model = run(&[
+        touch(0, "exposure", "d9", "douyin"),
+        touch(5, "click", "d9", "google"),
+    ]);
+    assert_eq!(render(&model, "b2c", "device:d9").len(), 2);
+    let model = run(&[
+        touch(0, "exposure", "d9", "douyin"),
+        touch(5, "click", "d9", "google"),
+        signup_on(9, "u9", "d9"),
+    ]);
+    assert!(render(&model, "b2c", "device:d9").is_empty());
+    assert!(model.leads("b2c").iter().all(|l| l.lead_id == "u9"));
+    let lead = model.leads("b2c")[0];
+    assert_eq!(
+        (lead.first_touch.as_str(), lead.last_touch.as_str()),
+        ("douyin", "google")
+    );
+    assert_eq!(lead.reached_at.len(), 3);
+}
+
+#[test]
+fn the_earliest_signup_owns_a_shared_device_even_when_it_arrives_last() {
+    let model = run(&[
+        touch(0, "click", "shared", "baidu"),
+        signup_on(50, "late_user", "shared"),
+        signup_on(20, "early_user", "shared"),
+    ]);
+    assert_eq!(
+        render(&model, "b2c", "early_user"),
+        ["enter >click", "advance click>signup"]
+    );
+    assert_eq!(render(&model, "b2c", "late_user"), ["enter >signup"]);
+}
+
+#[test]
+fn too_late_events_are_applied_and_reported() {
+    let mut engine = Engine::new(default_funnels(), 60_000);
+    engine.ingest(&ev(1000, "signup", "x"), 0);
+    assert!(matches!(
+        engine.ingest(&ev(990, "exposure", "x"), 0),
+        Ingested::Applied {
+            late: true,
+            too_late: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        engine.ingest(&ev(10, "click", "x"), 0),
+        Ingested::Applied {
+            late: true,
+            too_late: true,
+            correction: true
+        }
+    ));
+    let out = engine.flush(1);
+    assert_eq!(out.late_events.len(), 1);
+    assert_eq!(out.late_events[0].behind_ms, 990_000);
+}
+
+// ---- property: arrival order and duplicates never matter ----
+
+fn story() -> impl Strategy<Value = Vec<NormalizedEvent>> {
+    let kinds = [
+        "exposure",
+        "click",
+        "signup",
+        "trial_started",
+        "trial_activated",
+        "trial_expired",
+        "call",
+        "contract_signed",
+        "contract_lost",
+        "contract_cancelled",
+        "order",
+    ];
+    let one = (0..kinds.len(), 0i64..500, 0usize..4, 0usize..3, 0usize..5).prop_map(
+        move |(k, secs, user, device, outcome)| {
+            let ty = kinds[k];
+            let dev = format!("d{device}");
+            let user = format!("u{user}");
+            match ty {
+                "exposure" | "click" => {
+                    touch(secs, ty, &dev, ["douyin", "baidu", "wechat"][device])
+                }
+                "signup" => with(signup_on(secs, &user, &dev), |e| {
+                    e.variant = Some(["A", "B", "A", "B", "A"][outcome].into())
+                }),
+                // The contract requires a reason on disqualified calls and lost contracts.
+                "call" => with(
+                    call(
+                        secs,
+                        &user,
+                        [
+                            "connected",
+                            "callback",
+                            "qualified",
+                            "disqualified",
+                            "no_answer",
+                        ][outcome],
+                    ),
+                    |e| {
+                        if e.call_outcome.as_deref() == Some("disqualified") {
+                            e.reason = Some("no_budget".into())
+                        }
+                    },
+                ),
+                "contract_lost" => with(ev(secs, ty, &user), |e| {
+                    e.reason =
+                        Some(["price", "competitor", "timing", "price", "other"][outcome].into())
+                }),
+                _ => ev(secs, ty, &user),
+            }
+        },
+    );
+    proptest::collection::vec(one, 1..40)
+}
+
+fn truth_event(e: &NormalizedEvent) -> TruthEvent {
+    let kind = match e.event_type {
+        EventType::Exposure => SourceKind::Exposure,
+        EventType::Click => SourceKind::AdClick,
+        EventType::Signup => SourceKind::Signup,
+        EventType::TrialStarted | EventType::TrialActivated | EventType::TrialExpired => {
+            SourceKind::Trial
+        }
+        EventType::Call => SourceKind::Call,
+        EventType::ContractSigned | EventType::ContractLost | EventType::ContractCancelled => {
+            SourceKind::Contract
+        }
+        EventType::Order => SourceKind::Order,
+    };
+    TruthEvent {
+        event_id: e.event_id.clone(),
+        kind,
+        event_type: e.event_type,
+        time_ms: e.event_time.timestamp_millis(),
+        lead_id: e.lead_id.clone(),
+        device_id: e.device_id.clone(),
+        channel: e.channel.clone(),
+        variant: e.variant.clone(),
+        call_outcome: e.call_outcome.clone(),
+        reason: e.reason.clone(),
+    }
+}
+
+/// Final rows, sorted, as comparable strings.
+fn snapshot(model: &ReadModel) -> Vec<String> {
+    let mut v = Vec::new();
+    for f in ["b2c", "sales"] {
+        for l in model.leads(f) {
+            v.push(format!(
+                "{f} {} cur={} far={} lost={} {} {} {} {:?}",
+                l.lead_id,
+                l.current_stage,
+                l.furthest_stage,
+                l.lost,
+                l.first_touch,
+                l.last_touch,
+                l.variant,
+                l.reached_at
+            ));
+        }
+        for t in model.transitions(f) {
+            v.push(format!(
+                "{f} {} {} {} {}>{} {:?} {} {:?} {}",
+                t.lead_id,
+                t.seq,
+                t.kind,
+                t.from_stage,
+                t.to_stage,
+                t.skipped,
+                t.reason,
+                t.dwell_ms,
+                t.event_id
+            ));
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn any_arrival_order_with_duplicates_equals_one_sorted_pass(
+        events in story(),
+        order in any::<proptest::sample::Index>(),
+        dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..10),
+        flush_every in 1usize..8,
+    ) {
+        // One pass over the distinct events sorted by event time, flushed once.
+        let mut sorted = events.clone();
+        sorted.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+        sorted.dedup_by(|a, b| a.event_id == b.event_id);
+        let mut batch = Engine::new(default_funnels(), 3_600_000);
+        for e in &sorted {
+            batch.ingest(e, 0);
+        }
+        let mut want = ReadModel::default();
+        want.apply(batch.flush(1));
+
+        // The same events shuffled, with duplicates, flushed as they go.
+        let mut shuffled = events.clone();
+        for d in &dups {
+            shuffled.push(events[d.index(events.len())].clone());
+        }
+        let n = shuffled.len();
+        let start = order.index(n);
+        shuffled.rotate_left(start);
+        for i in (1..n).rev() {
+            let j = (i * 7919 + start) % (i + 1);
+            shuffled.swap(i, j);
+        }
+        let mut stream = Engine::new(default_funnels(), 3_600_000);
+        let mut got = ReadModel::default();
+        for (i, e) in shuffled.iter().enumerate() {
+            stream.ingest(e, 0);
+            if i % flush_every == 0 {
+                got.apply(stream.flush(i as u64 + 1));
+            }
+        }
+        got.apply(stream.flush(n as u64 + 1));
+        prop_assert_eq!(snapshot(&got), snapshot(&want));
+
+        // And the counts equal the generator's independent batch oracle over the same events.
+        let truth_events: Vec<TruthEvent> = shuffled.iter().map(truth_event).collect();
+        let (oracle, _) = funnels(&truth_events);
+        for (name, ft) in &oracle {
+            let (totals, cells) = got.cells(name, ft.stages.len());
+            prop_assert_eq!(&totals, &ft.totals);
+            prop_assert_eq!(&cells, &ft.cells);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Test support: a ClickHouse-free read model of the aggregator's rows (replacing semantics, as
+//! `FINAL` gives them) and the generator's truth cells computed from it.
+
+#![allow(dead_code)]
+
+use leadstream_aggregator::rows::{LeadFunnelRow, TransitionRow};
+use leadstream_aggregator::{Funnels, Output};
+use leadstream_generator::truth::Cell;
+use leadstream_schemas::{ChannelRules, Normalizer, NormalizerConfig, Secret};
+use smol_str::SmolStr;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The shipped funnels.
+pub fn default_funnels() -> Arc<Funnels> {
+    Arc::new(
+        Funnels::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/funnel.yaml"
+        )))
+        .expect("config/funnel.yaml"),
+    )
+}
+
+/// The collector's normalizer with the shipped channel rules.
+pub fn normalizer(tz: chrono_tz::Tz, max_bytes: usize) -> Normalizer {
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/channels.yaml"
+    ))
+    .expect("config/channels.yaml");
+    Normalizer::new(NormalizerConfig {
+        channel_rules: ChannelRules::from_yaml(&rules).expect("channel rules"),
+        time_zone: tz,
+        pii_salt: Secret::new("aggregator-test".into()),
+        max_message_bytes: max_bytes,
+    })
+}
+
+/// What ClickHouse's `FINAL` shows after all writes: newest version per key, tombstones dropped.
+#[derive(Default)]
+pub struct ReadModel {
+    transitions: HashMap<(SmolStr, SmolStr, u16), TransitionRow>,
+    leads: HashMap<(SmolStr, SmolStr), LeadFunnelRow>,
+}
+
+impl ReadModel {
+    /// Applies one flush's rows.
+    pub fn apply(&mut self, out: Output) {
+        for r in out.transitions {
+            let k = (r.funnel.clone(), r.lead_id.clone(), r.seq);
+            match self.transitions.get(&k) {
+                Some(old) if old.version > r.version => {}
+                _ => {
+                    self.transitions.insert(k, r);
+                }
+            }
+        }
+        for r in out.leads {
+            let k = (r.funnel.clone(), r.lead_id.clone());
+            match self.leads.get(&k) {
+                Some(old) if old.version > r.version => {}
+                _ => {
+                    self.leads.insert(k, r);
+                }
+            }
+        }
+    }
+
+    /// Live lead rows of a funnel.
+    pub fn leads(&self, funnel: &str) -> Vec<&LeadFunnelRow> {
+        let mut v: Vec<_> = self
+            .leads
+            .values()
+            .filter(|r| r.funnel == funnel && r.is_deleted == 0)
+            .collect();
+        v.sort_by(|a, b| a.lead_id.cmp(&b.lead_id));
+        v
+    }
+
+    /// Live transitions of a funnel, by lead then seq.
+    pub fn transitions(&self, funnel: &str) -> Vec<&TransitionRow> {
+        let mut v: Vec<_> = self
+            .transitions
+            .values()
+            .filter(|r| r.funnel == funnel && r.is_deleted == 0)
+            .collect();
+        v.sort_by(|a, b| (&a.lead_id, a.seq).cmp(&(&b.lead_id, b.seq)));
+        v
+    }
+
+    /// Truth-shaped cells per (first touch, last touch, variant), and the totals.
+    pub fn cells(&self, funnel: &str, stages: usize) -> (Cell, Vec<Cell>) {
+        let new_cell = |f: &str, l: &str, v: &str| Cell {
+            first_touch: f.into(),
+            last_touch: l.into(),
+            variant: v.into(),
+            reached: vec![0; stages],
+            occupancy: vec![0; stages],
+            ..Cell::default()
+        };
+        let mut totals = new_cell("*", "*", "*");
+        let mut cells: BTreeMap<(String, String, String), Cell> = BTreeMap::new();
+        let mut by_lead: HashMap<&str, (String, String, String)> = HashMap::new();
+        for r in self.leads(funnel) {
+            let key = (
+                r.first_touch.to_string(),
+                r.last_touch.to_string(),
+                r.variant.to_string(),
+            );
+            by_lead.insert(&r.lead_id, key.clone());
+            let cell = cells
+                .entry(key.clone())
+                .or_insert_with(|| new_cell(&key.0, &key.1, &key.2));
+            for c in [&mut totals, cell] {
+                c.leads += 1;
+                for k in 0..=r.furthest_index {
+                    if k >= 0 {
+                        c.reached[k as usize] += 1;
+                    }
+                }
+                if r.lost == 1 {
+                    c.lost += 1;
+                } else if r.current_index >= 0 {
+                    c.occupancy[r.current_index as usize] += 1;
+                }
+            }
+        }
+        for t in self.transitions(funnel) {
+            let key = by_lead
+                .get(t.lead_id.as_str())
+                .unwrap_or_else(|| panic!("transition of lead {} without a lead row", t.lead_id))
+                .clone();
+            let cell = cells.get_mut(&key).expect("cell");
+            for c in [&mut totals, cell] {
+                *c.transitions.entry(t.kind.into()).or_default() += 1;
+                let from = if t.from_stage.is_empty() {
+                    "none".to_string()
+                } else {
+                    t.from_stage.to_string()
+                };
+                let slot = match t.kind {
+                    "lost" => Some(&mut c.losses),
+                    "backflow" => Some(&mut c.backflows),
+                    _ => None,
+                };
+                if let Some(m) = slot {
+                    *m.entry(from)
+                        .or_default()
+                        .entry(t.reason.to_string())
+                        .or_default() += 1;
+                }
+            }
+        }
+        (totals, cells.into_values().collect())
+    }
+}

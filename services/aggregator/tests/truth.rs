@@ -1,0 +1,87 @@
+//! The engine, fed a generator run in delivery order (late, out of order, duplicated, with
+//! malformed messages the normalizer rejects) and flushed at arbitrary points, ends with exactly
+//! the generator's truth: the oracle the end-to-end tests also use, without any server.
+
+mod support;
+
+use leadstream_aggregator::Engine;
+use leadstream_generator::truth::TruthBuilder;
+use leadstream_generator::{GeneratorConfig, Label, Schedule};
+use leadstream_schemas::SourceMeta;
+use support::{default_funnels, normalizer, ReadModel};
+
+fn run(seed: u64, leads: u64, flush_every: usize) {
+    let mut cfg = GeneratorConfig {
+        seed,
+        ..Default::default()
+    };
+    cfg.traffic.leads = leads;
+    cfg.realism.late_share = 0.2;
+    cfg.realism.duplicate_share = 0.05;
+    cfg.realism.poison_share = 0.03;
+    let norm = normalizer(cfg.time_zone().unwrap(), cfg.realism.max_message_bytes);
+    let start = cfg
+        .start_time(chrono::Utc::now())
+        .unwrap()
+        .timestamp_millis();
+    let mut engine = Engine::new(default_funnels(), 3_600_000);
+    let mut model = ReadModel::default();
+    let mut truth = TruthBuilder::default();
+    let mut version = 0;
+    for (i, d) in Schedule::new(cfg, start).enumerate() {
+        let meta = SourceMeta {
+            kind: d.kind,
+            partition: 0,
+            offset: i as i64,
+            received_at: chrono::Utc::now(),
+        };
+        match (&d.label, norm.normalize(&meta, &d.payload)) {
+            (Label::Valid(t), Ok(ev)) => {
+                truth.valid((**t).clone(), d.deliver_at_ms);
+                engine.ingest(&ev, d.deliver_at_ms);
+            }
+            (Label::Duplicate, Ok(ev)) => {
+                truth.duplicate();
+                assert_eq!(
+                    engine.ingest(&ev, d.deliver_at_ms),
+                    leadstream_aggregator::Ingested::Duplicate
+                );
+            }
+            (Label::Poison(c), Err(_)) => truth.poison(*c),
+            (label, result) => panic!("unexpected {label:?} -> {result:?}"),
+        }
+        if i % flush_every == flush_every - 1 {
+            version += 1;
+            model.apply(engine.flush(version));
+        }
+    }
+    version += 1;
+    model.apply(engine.flush(version));
+    let truth = truth.finish(seed, leads);
+    // The run exercises every kind of transition, so equality below means something.
+    let kinds: std::collections::BTreeSet<&String> = truth
+        .funnels
+        .values()
+        .flat_map(|f| f.totals.transitions.keys())
+        .collect();
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    assert!(truth.identities.stitched_devices > 0 && truth.identities.anonymous_devices > 0);
+    for (name, ft) in &truth.funnels {
+        let (totals, cells) = model.cells(name, ft.stages.len());
+        assert_eq!(totals, ft.totals, "{name} totals");
+        assert_eq!(cells.len(), ft.cells.len(), "{name} cell count");
+        for (got, want) in cells.iter().zip(&ft.cells) {
+            assert_eq!(got, want, "{name} cell");
+        }
+    }
+}
+
+#[test]
+fn a_generated_run_ends_in_the_truth_with_frequent_flushes() {
+    run(7, 3000, 97);
+}
+
+#[test]
+fn a_generated_run_ends_in_the_truth_with_one_flush_at_the_end() {
+    run(8, 3000, usize::MAX);
+}
