@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# README command one: starts the local stack (ClickHouse 26.9 + tansu), the collector and the
-# traffic generator in continuous mode, and shows the data arriving every 2 s (ingest rate per
-# topic, rows in ClickHouse, dead letters by category) until Ctrl-C, which stops the generator,
-# the collector (SIGTERM: flush + commit) and the stack.
+# README command one: starts the local stack (ClickHouse 26.9 + tansu), the collector, the
+# aggregator and the traffic generator in continuous mode, and shows every 2 s the funnels (stage
+# counts, conversion by channel), the ingest rate per topic, freshness, dead letters and where the
+# API is, until Ctrl-C, which stops the generator, the collector and the aggregator (SIGTERM:
+# flush + commit) and the stack.
 #
 #   ./scripts/demo.sh                 run until Ctrl-C
 #   DEMO_SECONDS=30 ./scripts/demo.sh run for 30 s, then stop by itself
@@ -35,14 +36,42 @@ trap stop_all INT TERM EXIT
 pids+=($!)
 ./target/debug/leadstream-collector --config config/collector.yaml >"$STACK_DIR/collector.log" 2>&1 &
 pids+=($!)
+./target/debug/leadstream-aggregator --config config/aggregator.yaml >"$STACK_DIR/aggregator.log" 2>&1 &
+pids+=($!)
+API=http://127.0.0.1:9465
 echo "[demo] collector metrics: http://127.0.0.1:9464/metrics"
-echo "[demo] logs: $STACK_DIR/generator.log $STACK_DIR/collector.log; truth of what was sent: $STACK_DIR/demo.truth.json (written at stop)"
+echo "[demo] aggregator API: $API/api/v1/funnels/b2c/cohort?breakdown=first_touch (README: Aggregator API)"
+echo "[demo] logs: $STACK_DIR/{generator,collector,aggregator}.log; truth of what was sent: $STACK_DIR/demo.truth.json (written at stop)"
+
+# The funnels as the aggregator answers them: stages with reached / now-in counts, conversion to
+# the last stage by first-touch channel, and freshness.
+funnels() {
+  python3 - "$API" <<'PY' || echo "(aggregator not answering yet)"
+import json, sys, time, urllib.request
+api = sys.argv[1]
+get = lambda p: json.load(urllib.request.urlopen(api + p, timeout=5))
+st = get("/api/v1/status")
+age = st.get("freshness_seconds")
+print(f"-- funnels (API {api}; newest event in the answers {'%.1f s ago' % age if age is not None else 'none yet'})")
+for f in get("/api/v1/funnels")["funnels"]:
+    name, stages = f["name"], f["stages"]
+    co = get(f"/api/v1/funnels/{name}/cohort?breakdown=first_touch")
+    oc = get(f"/api/v1/funnels/{name}/occupancy")
+    reached = co["total"]["reached"]
+    now = (oc.get("total") or {}).get("occupancy", [0] * len(stages))
+    print(f"{name:6} " + "  ".join(f"{s} {r}/{n}" for s, r, n in zip(stages, reached, now)) + f"  lost {co['total']['lost']}   (reached/now)")
+    rows = sorted(co["groups"], key=lambda g: -g["leads"])[:8]
+    conv = lambda g: g["overall_conversion"][-1]
+    print("       " + "  ".join(f"{g['key']} {100 * (conv(g) or 0):.1f}%" for g in rows) + f"   ({stages[0]}→{stages[-1]} by first touch)")
+PY
+}
 
 q() { curl -sf "$LEADSTREAM_CLICKHOUSE__URL/" --data-binary "$1" 2>/dev/null || echo "(clickhouse not answering yet)"; }
 start=$(date +%s)
 while :; do
   sleep 2
-  printf '\n=== %s  collector %s\n' "$(date +%T)" "$(curl -sf http://127.0.0.1:9464/readyz || echo 'starting')"
+  printf '\n=== %s  collector %s  aggregator %s\n' "$(date +%T)" "$(curl -sf http://127.0.0.1:9464/readyz || echo 'starting')" "$(curl -sf $API/readyz || echo 'starting')"
+  funnels
   echo "-- ingest by source topic (unique events; rate over the last 10 s of arrival)"
   q "SELECT source_topic AS topic, round(countIf(received_at > now64(3) - INTERVAL 10 SECOND) / 10, 1) AS \`events/s\`,
        count() AS rows, max(event_time) AS newest_event

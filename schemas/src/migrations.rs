@@ -34,6 +34,21 @@ const SINGLE: &[Migration] = &[
         name: "ingest_errors",
         sql: include_str!("../migrations/single/0002_ingest_errors.sql"),
     },
+    Migration {
+        version: 3,
+        name: "stage_transitions",
+        sql: include_str!("../migrations/single/0003_stage_transitions.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "lead_funnels",
+        sql: include_str!("../migrations/single/0004_lead_funnels.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "late_events",
+        sql: include_str!("../migrations/single/0005_late_events.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
@@ -46,6 +61,21 @@ const CLUSTER: &[Migration] = &[
         version: 2,
         name: "ingest_errors",
         sql: include_str!("../migrations/cluster/0002_ingest_errors.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "stage_transitions",
+        sql: include_str!("../migrations/cluster/0003_stage_transitions.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "lead_funnels",
+        sql: include_str!("../migrations/cluster/0004_lead_funnels.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "late_events",
+        sql: include_str!("../migrations/cluster/0005_late_events.sql"),
     },
 ];
 

@@ -466,3 +466,77 @@ pub fn assert_committed_to_end(group: &str, topics: &[String], partitions: i32, 
         );
     }
 }
+
+impl World {
+    /// An aggregator configuration for this world, serving on `listen`.
+    pub fn aggregator_config(
+        &self,
+        group: &str,
+        listen: &str,
+    ) -> leadstream_aggregator::AggregatorConfig {
+        let mut c = leadstream_aggregator::AggregatorConfig::default();
+        c.kafka.brokers = brokers();
+        c.kafka.group_id = format!("{}-{group}", self.prefix);
+        c.kafka.topic = self.normalized_topic();
+        c.kafka
+            .properties
+            .0
+            .insert("session.timeout.ms".into(), "6000".into());
+        c.kafka
+            .properties
+            .0
+            .insert("auto.commit.interval.ms".into(), "500".into());
+        c.clickhouse.url = clickhouse_url();
+        c.clickhouse.database = self.database.clone();
+        c.funnels.file = repo_root().join("config/funnel.yaml");
+        c.batch.flush_interval = Duration::from_millis(200);
+        c.api.listen = listen.into();
+        c.validate().expect("test aggregator config is valid");
+        c
+    }
+}
+
+/// A free local TCP address (`127.0.0.1:port`).
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// GET `path` from `addr` and parse the JSON body; None while the server does not answer 200.
+pub async fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
+
+/// A workspace binary next to this test's deps directory (scripts/test.sh builds them first).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bins` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}

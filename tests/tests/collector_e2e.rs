@@ -387,7 +387,7 @@ async fn clickhouse_outage_mid_stream_loses_nothing() {
 async fn rows_clickhouse_rejects_are_dead_lettered_not_retried_forever() {
     let w = World::new("reject", 1).await;
     let cfg = w.collector_config("reject");
-    leadstream_collector::sink::Sink::connect(&cfg.clickhouse)
+    leadstream_collector::sink::Sink::connect(&cfg.clickhouse, "collector")
         .await
         .expect("migrate");
     clickhouse(&w.database)

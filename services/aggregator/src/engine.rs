@@ -290,6 +290,11 @@ impl Engine {
         self.devices.len()
     }
 
+    /// The allowed lateness, ms.
+    pub fn lateness_ms(&self) -> i64 {
+        self.lateness_ms
+    }
+
     /// Newest event time seen, epoch ms (`i64::MIN` before any).
     pub fn watermark_ms(&self) -> i64 {
         self.watermark_ms
@@ -298,6 +303,27 @@ impl Engine {
     /// Leads waiting for the next flush.
     pub fn pending(&self) -> usize {
         self.dirty.len()
+    }
+
+    /// Records that `transitions` rows of `lead` in funnel `funnel` are already in ClickHouse
+    /// (read back at start), so the next flush rewrites them from the current state and tombstones
+    /// any the state no longer has, e.g. a device lead whose signup arrived before a crash.
+    pub fn seed_published(&mut self, funnel: &str, lead: &str, transitions: u16) {
+        let Some(fi) = self.funnels.funnels.iter().position(|f| f.name == funnel) else {
+            return;
+        };
+        let n = self.funnels.funnels.len();
+        let l = self.leads.entry(lead.into()).or_default();
+        if l.published.is_empty() {
+            l.published = vec![Published::default(); n].into_boxed_slice();
+        }
+        // Fingerprint 1 stands for "unknown": a real one equals it with probability 2^-63, so the
+        // lead is rewritten.
+        l.published[fi] = Published {
+            fingerprint: 1,
+            transitions,
+        };
+        self.dirty.insert(lead.into());
     }
 
     /// Adds one normalized event. `received_at_ms` is only recorded for too-late events.

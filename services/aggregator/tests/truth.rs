@@ -85,3 +85,8 @@ fn a_generated_run_ends_in_the_truth_with_frequent_flushes() {
 fn a_generated_run_ends_in_the_truth_with_one_flush_at_the_end() {
     run(8, 3000, usize::MAX);
 }
+
+#[test]
+fn a_20k_lead_run_ends_in_the_truth() {
+    run(2026, 20_000, 5000);
+}

@@ -68,27 +68,7 @@ pub struct KafkaConfig {
     pub sasl_password_file: Option<PathBuf>,
 }
 
-/// ClickHouse settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClickHouseConfig {
-    /// HTTP(S) URL of the server.
-    pub url: String,
-    /// Database; created if missing.
-    pub database: String,
-    /// User.
-    pub user: String,
-    /// Password; better set by `LEADSTREAM_CLICKHOUSE__PASSWORD` or `password_file`.
-    pub password: Option<Secret<String>>,
-    /// File holding the password.
-    pub password_file: Option<PathBuf>,
-    /// `single` or `cluster` (Replicated*/Distributed DDL).
-    pub topology: Topology,
-    /// Cluster name for `topology: cluster`.
-    pub cluster: String,
-    /// Timeout of one insert or query, in milliseconds.
-    pub request_timeout_ms: u64,
-}
+pub use leadstream_runtime::clickhouse::ClickHouseConfig;
 
 /// Normalization settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,33 +238,7 @@ impl CollectorConfig {
             "group.id",
             "enable.auto.offset.store",
         ])?;
-        let c = &self.clickhouse;
-        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-            return Err(invalid(
-                "clickhouse.url",
-                format!("{:?} must start with http:// or https://", c.url),
-            ));
-        }
-        if c.database.is_empty()
-            || !c
-                .database
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-        {
-            return Err(invalid(
-                "clickhouse.database",
-                "must be a non-empty name of letters, digits and _",
-            ));
-        }
-        if c.topology == Topology::Cluster && c.cluster.trim().is_empty() {
-            return Err(invalid(
-                "clickhouse.cluster",
-                "is required when clickhouse.topology is cluster",
-            ));
-        }
-        if c.request_timeout_ms == 0 {
-            return Err(invalid("clickhouse.request_timeout_ms", "must be positive"));
-        }
+        self.clickhouse.validate()?;
         let n = &self.normalize;
         n.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
             invalid(

@@ -86,7 +86,9 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
     }
     let retry = Retry::new(&cfg, give_up.clone());
     let sink = match retry
-        .sink(&readiness, || sink::Sink::connect(&cfg.clickhouse))
+        .sink(&readiness, || {
+            sink::Sink::connect(&cfg.clickhouse, "collector")
+        })
         .await
     {
         Ok(Ok(s)) => s,

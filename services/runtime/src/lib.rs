@@ -1,6 +1,7 @@
 //! Plumbing every leadstream service binary shares, so the collector, the generator and the
 //! aggregator load configuration, talk to Kafka, log and stop the same way.
 
+pub mod clickhouse;
 pub mod config;
 pub mod signals;
 pub mod telemetry;

@@ -1,0 +1,230 @@
+//! Typed, layered configuration: built-in defaults (= `config/aggregator.yaml`), then a YAML
+//! file, then `LEADSTREAM_<SECTION>__<KEY>` environment variables. Secrets never print.
+
+use leadstream_runtime::clickhouse::ClickHouseConfig;
+use leadstream_runtime::config::{invalid, load_layered, read_secret_file};
+pub use leadstream_runtime::config::{ConfigError, KafkaProperties, LogConfig};
+use leadstream_schemas::migrations::Topology;
+use leadstream_schemas::Secret;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SECTIONS: &[&str] = &[
+    "kafka",
+    "clickhouse",
+    "funnels",
+    "state",
+    "batch",
+    "api",
+    "log",
+];
+
+/// The aggregator's whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// ClickHouse connection (events are read from it at start, results written to it).
+    pub clickhouse: ClickHouseConfig,
+    /// Funnel declarations.
+    pub funnels: FunnelsConfig,
+    /// Event-time handling.
+    pub state: StateConfig,
+    /// Batching of result writes.
+    pub batch: BatchConfig,
+    /// HTTP API and operational endpoints.
+    pub api: ApiConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// The collector's normalized topic.
+    pub topic: String,
+    /// Any librdkafka property (SASL/SSL included).
+    pub properties: KafkaProperties,
+    /// SASL password; better `LEADSTREAM_KAFKA__SASL_PASSWORD` or `sasl_password_file`.
+    pub sasl_password: Option<Secret<String>>,
+    /// File holding the SASL password.
+    pub sasl_password_file: Option<PathBuf>,
+}
+
+/// Where the funnels are declared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelsConfig {
+    /// `config/funnel.yaml`.
+    pub file: PathBuf,
+}
+
+/// Event-time handling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Events older than the newest event time seen minus this are "too late": still applied
+    /// (every lead's events are kept, so the correction is exact) but counted and recorded in
+    /// `late_events`, since they change answers dashboards already showed as settled.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+}
+
+/// Batching of result writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Flush after this many consumed messages.
+    pub max_events: usize,
+    /// Flush at least this often while messages arrive.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address for the API, `/metrics`, `/healthz`, `/readyz`.
+    pub listen: String,
+    /// Below this many leads in either arm, the A/B comparison answers "insufficient data".
+    pub min_sample: u64,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig {
+                brokers: "127.0.0.1:9092".into(),
+                group_id: "leadstream-aggregator".into(),
+                topic: "leads.normalized".into(),
+                properties: KafkaProperties::default(),
+                sasl_password: None,
+                sasl_password_file: None,
+            },
+            clickhouse: ClickHouseConfig {
+                url: "http://127.0.0.1:8123".into(),
+                database: "leadstream".into(),
+                user: "default".into(),
+                password: None,
+                password_file: None,
+                topology: Topology::Single,
+                cluster: String::new(),
+                request_timeout_ms: 30_000,
+            },
+            funnels: FunnelsConfig {
+                file: "config/funnel.yaml".into(),
+            },
+            state: StateConfig {
+                allowed_lateness: Duration::from_secs(3600),
+            },
+            batch: BatchConfig {
+                max_events: 20_000,
+                flush_interval: Duration::from_millis(500),
+            },
+            api: ApiConfig {
+                listen: "127.0.0.1:9465".into(),
+                min_sample: 100,
+            },
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl AggregatorConfig {
+    /// Defaults, then `file` (when given), then `LEADSTREAM_*` environment variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut cfg: Self = load_layered(Self::default(), file, SECTIONS)?;
+        read_secret_file(
+            "kafka.sasl_password_file",
+            &cfg.kafka.sasl_password_file,
+            &mut cfg.kafka.sasl_password,
+        )?;
+        read_secret_file(
+            "clickhouse.password_file",
+            &cfg.clickhouse.password_file,
+            &mut cfg.clickhouse.password,
+        )?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; the error names the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        for (v, key) in [
+            (&k.brokers, "kafka.brokers"),
+            (&k.group_id, "kafka.group_id"),
+            (&k.topic, "kafka.topic"),
+        ] {
+            if v.trim().is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        k.properties.reject_managed(&[
+            "bootstrap.servers",
+            "group.id",
+            "enable.auto.offset.store",
+        ])?;
+        self.clickhouse.validate()?;
+        if self.state.allowed_lateness.is_zero() {
+            return Err(invalid("state.allowed_lateness", "must be positive"));
+        }
+        if self.batch.max_events == 0 {
+            return Err(invalid("batch.max_events", "must be positive"));
+        }
+        if self.batch.flush_interval.is_zero() {
+            return Err(invalid("batch.flush_interval", "must be positive"));
+        }
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "api.listen",
+                format!("{:?} is not an ip:port address", self.api.listen),
+            ));
+        }
+        if self.api.min_sample == 0 {
+            return Err(invalid("api.min_sample", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_equals_the_defaults() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/aggregator.yaml"
+        ));
+        let text = std::fs::read_to_string(file).expect("config/aggregator.yaml");
+        let parsed: AggregatorConfig = serde_yaml::from_str(&text).expect("parses");
+        assert_eq!(
+            serde_yaml::to_string(&parsed).unwrap(),
+            serde_yaml::to_string(&AggregatorConfig::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let mut c = AggregatorConfig::default();
+        c.api.listen = "nowhere".into();
+        assert!(c.validate().unwrap_err().to_string().contains("api.listen"));
+        let mut c = AggregatorConfig::default();
+        c.state.allowed_lateness = Duration::ZERO;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("state.allowed_lateness"));
+    }
+}

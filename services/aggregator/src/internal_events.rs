@@ -1,0 +1,82 @@
+//! Every observable happening in the aggregator, as a named event that emits its log line and
+//! its metric together. Label values come from small fixed sets (transition kinds, tables).
+
+use crate::machine::Kind;
+use std::time::Duration;
+
+/// The state was rebuilt from ClickHouse at start.
+pub fn rebuilt(events: u64, published: u64, leads: usize, elapsed: Duration) {
+    tracing::info!(
+        events,
+        published_leads = published,
+        leads_held = leads,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "state rebuilt from clickhouse"
+    );
+    metrics::counter!("leadstream_aggregator_rebuilt_events_total").increment(events);
+}
+
+/// A message of the normalized topic was read and applied (or recognised as a duplicate).
+pub fn event_processed(duplicate: bool, late: bool, too_late: bool, correction: bool) {
+    metrics::counter!("leadstream_aggregator_events_total", "outcome" => if duplicate { "duplicate" } else { "applied" }).increment(1);
+    if late {
+        metrics::counter!("leadstream_aggregator_late_events_total").increment(1);
+    }
+    if too_late {
+        metrics::counter!("leadstream_aggregator_too_late_events_total").increment(1);
+    }
+    if correction {
+        metrics::counter!("leadstream_aggregator_corrections_total").increment(1);
+    }
+}
+
+/// A message of the normalized topic could not be read as a normalized event.
+pub fn message_unreadable(partition: i32, offset: i64, error: &dyn std::fmt::Display) {
+    tracing::warn!(partition, offset, %error, "unreadable message on the normalized topic; skipped");
+    metrics::counter!("leadstream_aggregator_unreadable_messages_total").increment(1);
+}
+
+/// An event arrived later than the allowed lateness.
+pub fn too_late(event_id: &str, behind_ms: i64) {
+    tracing::info!(
+        event_id,
+        behind_ms,
+        "event later than the allowed lateness; applied and recorded in late_events"
+    );
+}
+
+/// A flush wrote its rows.
+pub fn flushed(by_kind: &[u64; 6], rows: usize, replayed: u64, elapsed: Duration) {
+    tracing::debug!(
+        rows,
+        replayed,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "flushed"
+    );
+    for (k, n) in Kind::ALL.iter().zip(by_kind) {
+        if *n > 0 {
+            metrics::counter!("leadstream_aggregator_transition_rows_total", "kind" => k.as_str())
+                .increment(*n);
+        }
+    }
+    metrics::counter!("leadstream_aggregator_leads_replayed_total").increment(replayed);
+    metrics::histogram!("leadstream_aggregator_flush_seconds").record(elapsed.as_secs_f64());
+    metrics::gauge!("leadstream_aggregator_last_flush_timestamp_seconds")
+        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+}
+
+/// State size after a flush.
+pub fn state_size(leads: usize, devices: usize, newest_event_ms: i64) {
+    metrics::gauge!("leadstream_aggregator_leads_held").set(leads as f64);
+    metrics::gauge!("leadstream_aggregator_devices_held").set(devices as f64);
+    if newest_event_ms > 0 {
+        metrics::gauge!("leadstream_aggregator_newest_event_timestamp_seconds")
+            .set(newest_event_ms as f64 / 1000.0);
+    }
+}
+
+/// A ClickHouse write or read failed and will be retried.
+pub fn retry(what: &'static str, attempt: u32, backoff: Duration, error: &dyn std::fmt::Display) {
+    tracing::warn!(what, attempt, backoff_ms = backoff.as_millis() as u64, %error, "clickhouse call failed; retrying");
+    metrics::counter!("leadstream_aggregator_retries_total", "what" => what).increment(1);
+}
