@@ -187,10 +187,11 @@ mod tests {
 
     #[test]
     fn z_test_matches_a_worked_example() {
-        // 200/1000 vs 250/1000: pooled 0.225, z = 2.68, p = 0.0073.
+        // 200/1000 vs 250/1000: pooled 0.225, se = sqrt(0.225 · 0.775 · 2/1000) = 0.018675,
+        // z = 0.05 / se = 2.6774, p = 2 (1 − Φ(2.6774)) = 0.00742.
         let (z, p) = two_proportion_p(200, 1000, 250, 1000).unwrap();
-        assert!((z - 2.683).abs() < 1e-3, "{z}");
-        assert!((p - 0.0073).abs() < 2e-4, "{p}");
+        assert!((z - 2.6774).abs() < 1e-3, "{z}");
+        assert!((p - 0.00742).abs() < 1e-4, "{p}");
         assert!(two_proportion_p(0, 10, 0, 10).is_none());
         assert!(two_proportion_p(1, 0, 0, 10).is_none());
     }
