@@ -468,7 +468,7 @@ impl Engine {
             };
             for (fi, funnel) in self.funnels.funnels.iter().enumerate() {
                 let path = replay(funnel, merged.iter().map(CompactEvent::step));
-                let fingerprint = fingerprint(&path, attribution);
+                let fingerprint = fingerprint(&path, attribution, &merged);
                 let old = published[fi];
                 if fingerprint == old.fingerprint
                     && path.transitions.len() == old.transitions as usize
@@ -638,10 +638,16 @@ fn attribute(events: &[CompactEvent]) -> (u16, u16, u16) {
     (first, last, variant)
 }
 
-fn fingerprint(path: &Path, attribution: (u16, u16, u16)) -> u64 {
+/// What the published rows of one lead in one funnel depend on. Transitions point at events by
+/// position, so the ids of those events go in too: an event of equal time sorting before another
+/// changes the causing event without moving any position.
+fn fingerprint(path: &Path, attribution: (u16, u16, u16), events: &[CompactEvent]) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     path.hash(&mut h);
     attribution.hash(&mut h);
+    for t in &path.transitions {
+        events[t.event as usize].id.hash(&mut h);
+    }
     // 0 is "never published"; a real fingerprint is never 0.
     h.finish() | 1
 }

@@ -403,7 +403,13 @@ fn story() -> impl Strategy<Value = Vec<NormalizedEvent>> {
             let ty = kinds[k];
             let dev = format!("d{device}");
             let user = format!("u{user}");
-            match ty {
+            // One event id means one event: the id covers every chosen field, as the collector's
+            // ids cover the native id (copies of an id are byte-identical deliveries).
+            let id = format!(
+                "{:032x}",
+                (secs as u128) << 64 | u128::from(fxhash(&format!("{ty}{device}{outcome}"), &user))
+            );
+            let e = match ty {
                 "exposure" | "click" => {
                     touch(secs, ty, &dev, ["douyin", "baidu", "wechat"][device])
                 }
@@ -434,7 +440,11 @@ fn story() -> impl Strategy<Value = Vec<NormalizedEvent>> {
                         Some(["price", "competitor", "timing", "price", "other"][outcome].into())
                 }),
                 _ => ev(secs, ty, &user),
-            }
+            };
+            with(e, |e| {
+                e.event_id = id.clone();
+                e.native_id = id;
+            })
         },
     );
     proptest::collection::vec(one, 1..40)
