@@ -213,6 +213,24 @@ impl Params {
     }
 }
 
+/// The funnel, breakdown and time range of a view request.
+fn view<'a>(api: &'a Api, name: &str, p: &Params) -> Result<(&'a Funnel, Dim, Range), ApiError> {
+    Ok((
+        funnel(api, name)?,
+        Dim::parse(p.breakdown.as_deref(), "breakdown")?,
+        p.range()?,
+    ))
+}
+
+/// Select list of per-stage reach counts over `lead_funnels` (`reached[k]`: furthest stage ≥ k).
+fn reached_columns(key: &str, stages: usize) -> String {
+    format!(
+        "toString({key}) AS key, count() AS leads, \
+         sumForEach(arrayMap(k -> toUInt64(k <= furthest_index), range({stages}))) AS reached, \
+         sum(lost) AS lost"
+    )
+}
+
 fn funnel<'a>(api: &'a Api, name: &str) -> Result<&'a Funnel, ApiError> {
     api.funnels.get(name).ok_or_else(|| ApiError {
         status: StatusCode::NOT_FOUND,
@@ -307,9 +325,7 @@ async fn cohort(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult {
-    let f = funnel(&api, &name)?;
-    let dim = Dim::parse(p.breakdown.as_deref(), "breakdown")?;
-    let r = p.range()?;
+    let (f, dim, r) = view(&api, &name, &p)?;
     let n = f.stages.len();
     let bind = |q: clickhouse::query::Query| q.bind(&f.name).bind(r.from).bind(r.to);
     let (tot, grp) = grouped::<CohortRow>(
@@ -317,9 +333,8 @@ async fn cohort(
         dim,
         |k| {
             format!(
-                "SELECT toString({k}) AS key, count() AS leads, \
-                 sumForEach(arrayMap(k -> toUInt64(k <= furthest_index), range({n}))) AS reached, \
-                 sum(lost) AS lost {LEADS_IN_RANGE} GROUP BY key ORDER BY key"
+                "SELECT {} {LEADS_IN_RANGE} GROUP BY key ORDER BY key",
+                reached_columns(k, n)
             )
         },
         bind,
@@ -410,9 +425,7 @@ async fn flow(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult {
-    let f = funnel(&api, &name)?;
-    let dim = Dim::parse(p.breakdown.as_deref(), "breakdown")?;
-    let r = p.range()?;
+    let (f, dim, r) = view(&api, &name, &p)?;
     let n = f.stages.len();
     let (tot, grp) = grouped::<FlowRow>(
         &api,
@@ -512,9 +525,7 @@ async fn losses(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult {
-    let f = funnel(&api, &name)?;
-    let dim = Dim::parse(p.breakdown.as_deref(), "breakdown")?;
-    let r = p.range()?;
+    let (f, dim, r) = view(&api, &name, &p)?;
     let n = f.stages.len();
     let (tot, grp) = grouped::<ReasonRow>(
         &api,
@@ -537,10 +548,9 @@ async fn losses(
         dim,
         |k| {
             format!(
-                "SELECT toString({k}) AS key, count() AS leads, \
-                 sumForEach(arrayMap(k -> toUInt64(k <= furthest_index), range({n}))) AS reached, \
-                 sum(lost) AS lost FROM lead_funnels FINAL WHERE funnel = ? AND is_deleted = 0 \
-                 GROUP BY key ORDER BY key"
+                "SELECT {} FROM lead_funnels FINAL WHERE funnel = ? AND is_deleted = 0 \
+                 GROUP BY key ORDER BY key",
+                reached_columns(k, n)
             )
         },
         |q| q.bind(&f.name),
@@ -598,9 +608,7 @@ async fn transitions(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult {
-    let f = funnel(&api, &name)?;
-    let dim = Dim::parse(p.breakdown.as_deref(), "breakdown")?;
-    let r = p.range()?;
+    let (f, dim, r) = view(&api, &name, &p)?;
     let (tot, grp) = grouped::<KindRow>(
         &api,
         dim,
