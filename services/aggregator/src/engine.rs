@@ -241,13 +241,6 @@ pub struct Output {
     pub replayed: u64,
 }
 
-impl Output {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.transitions.is_empty() && self.leads.is_empty() && self.late_events.is_empty()
-    }
-}
-
 /// The aggregator's state machine over all leads.
 pub struct Engine {
     funnels: Arc<Funnels>,
@@ -275,11 +268,6 @@ impl Engine {
         }
     }
 
-    /// The funnels this engine runs.
-    pub fn funnels(&self) -> &Arc<Funnels> {
-        &self.funnels
-    }
-
     /// Leads held (users and unclaimed devices).
     pub fn leads_held(&self) -> usize {
         self.leads.len()
@@ -288,11 +276,6 @@ impl Engine {
     /// Devices held.
     pub fn devices_held(&self) -> usize {
         self.devices.len()
-    }
-
-    /// The allowed lateness, ms.
-    pub fn lateness_ms(&self) -> i64 {
-        self.lateness_ms
     }
 
     /// Newest event time seen, epoch ms (`i64::MIN` before any).

@@ -117,17 +117,16 @@ pub async fn run(
         });
     }
     let lateness = i64::try_from(cfg.state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
-    let mut engine = Engine::new(funnels, lateness);
     let mut versions = service::Versions::default();
-    match service::recover(&sink, &mut engine, &mut versions, &shutdown).await {
+    let engine = match service::recover(&sink, funnels, lateness, &mut versions, &shutdown).await {
         None => {
             tracker.close();
             tracker.wait().await;
             return Ok(());
         }
         Some(Err(e)) => return Err(e.into()),
-        Some(Ok(())) => {}
-    }
+        Some(Ok(engine)) => engine,
+    };
     health
         .newest_event_ms
         .store(engine.watermark_ms().max(0), Ordering::Relaxed);

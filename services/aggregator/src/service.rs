@@ -5,6 +5,7 @@
 use crate::api::Health;
 use crate::config::AggregatorConfig;
 use crate::engine::{Engine, Ingested, Output};
+use crate::funnel::Funnels;
 use crate::internal_events as events;
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
@@ -17,6 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// How long a shutdown keeps retrying the last write before giving up (the next start rebuilds).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
 /// Row versions: wall-clock nanoseconds, strictly increasing within the process, so a restart
 /// (later clock) always writes newer versions than before.
@@ -81,34 +85,26 @@ pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Rebuilds `engine` from ClickHouse and writes what changed since the last run.
+/// Rebuilds the state from ClickHouse and writes what changed since the last run; `None` when
+/// shutdown came first.
 pub async fn recover(
     sink: &Sink,
-    engine: &mut Engine,
+    funnels: Arc<Funnels>,
+    lateness_ms: i64,
     versions: &mut Versions,
     shutdown: &CancellationToken,
-) -> Option<Result<(), SinkError>> {
+) -> Option<Result<Engine, SinkError>> {
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(100);
-    let mut attempt = 0;
-    let rebuilt = loop {
-        // Each attempt starts from a fresh engine so a half-read attempt leaves nothing behind.
-        let mut fresh = Engine::new(engine.funnels().clone(), engine.lateness_ms());
-        match store::rebuild(sink.client(), &mut fresh).await {
-            Ok(r) => {
-                *engine = fresh;
-                break r;
-            }
-            Err(e) => {
-                attempt += 1;
-                events::retry("rebuild", attempt, backoff, &e);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => return None,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
+    // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
+    let rebuilt = with_retry("rebuild", shutdown, || async {
+        store::rebuild(sink.client(), funnels.clone(), lateness_ms)
+            .await
+            .map_err(|e| SinkError::Transient(e.to_string()))
+    })
+    .await?;
+    let (mut engine, rebuilt) = match rebuilt {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
     };
     events::rebuilt(
         rebuilt.events,
@@ -117,8 +113,10 @@ pub async fn recover(
         started.elapsed(),
     );
     let out = engine.flush(versions.issue());
-    let result = with_retry("write", shutdown, || write(sink, &out)).await?;
-    Some(result)
+    match with_retry("write", shutdown, || write(sink, &out)).await? {
+        Ok(()) => Some(Ok(engine)),
+        Err(e) => Some(Err(e)),
+    }
 }
 
 /// Consumes until `shutdown`; flushes and stores offsets before returning.
@@ -131,6 +129,17 @@ pub async fn consume(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
+    // Write retries give up SHUTDOWN_GRACE after shutdown, so a clean stop still writes its last
+    // batch but a ClickHouse outage cannot hold the process.
+    let give_up = CancellationToken::new();
+    {
+        let (shutdown, give_up) = (shutdown.clone(), give_up.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            give_up.cancel();
+        });
+    }
     let mut pending: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut since_flush = 0usize;
     let mut deadline = Instant::now() + cfg.batch.flush_interval;
@@ -140,7 +149,7 @@ pub async fn consume(
             since_flush >= cfg.batch.max_events || (since_flush > 0 && Instant::now() >= deadline);
         if due || stop {
             if since_flush > 0 || engine.pending() > 0 {
-                if !flush(sink, &mut engine, &mut versions, &health, &shutdown).await {
+                if !flush(sink, &mut engine, &mut versions, &health, &give_up).await {
                     // Shutdown while ClickHouse is down: offsets stay where they were; the
                     // next start rebuilds from ClickHouse and re-reads the rest.
                     return;
@@ -211,28 +220,17 @@ pub async fn consume(
     }
 }
 
-/// Flushes the engine to ClickHouse; `false` when shutdown interrupted the retries.
+/// Flushes the engine to ClickHouse; `false` when `give_up` interrupted the retries.
 async fn flush(
     sink: &Sink,
     engine: &mut Engine,
     versions: &mut Versions,
     health: &Health,
-    shutdown: &CancellationToken,
+    give_up: &CancellationToken,
 ) -> bool {
     let started = Instant::now();
     let out = engine.flush(versions.issue());
-    // Give up retrying only a while after shutdown, so a clean stop still writes its last batch.
-    let grace = CancellationToken::new();
-    let g = grace.clone();
-    let s = shutdown.clone();
-    let timer = tokio::spawn(async move {
-        s.cancelled().await;
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        g.cancel();
-    });
-    let result = with_retry("write", &grace, || write(sink, &out)).await;
-    timer.abort();
-    match result {
+    match with_retry("write", give_up, || write(sink, &out)).await {
         None => false,
         Some(Err(e)) => {
             // Our own rows were refused: a schema mismatch, not bad input. Keep going (the next

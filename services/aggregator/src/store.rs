@@ -4,10 +4,12 @@
 //! Replaying them rebuilds the state exactly; nothing else needs a checkpoint.
 
 use crate::engine::Engine;
+use crate::funnel::Funnels;
 use chrono::{TimeZone, Utc};
 use clickhouse::Client;
 use leadstream_schemas::{EventType, NormalizedEvent};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// The columns of `lead_events_unique` that the engine and funnel rules can use.
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -100,11 +102,13 @@ pub struct Rebuilt {
     pub published: u64,
 }
 
-/// Loads the published lead rows and every stored event into `engine`.
+/// A new engine holding the published lead rows and every stored event.
 pub async fn rebuild(
     client: &Client,
-    engine: &mut Engine,
-) -> Result<Rebuilt, clickhouse::error::Error> {
+    funnels: Arc<Funnels>,
+    lateness_ms: i64,
+) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
+    let mut engine = Engine::new(funnels, lateness_ms);
     let mut done = Rebuilt::default();
     let mut cursor = client
         .query("SELECT funnel, lead_id, transitions FROM lead_funnels FINAL WHERE is_deleted = 0")
@@ -126,5 +130,5 @@ pub async fn rebuild(
             done.events += 1;
         }
     }
-    Ok(done)
+    Ok((engine, done))
 }
