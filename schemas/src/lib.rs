@@ -9,6 +9,7 @@ pub mod event;
 pub mod migrations;
 pub mod money;
 pub mod normalize;
+pub mod partition;
 pub mod pii;
 pub mod secret;
 pub mod source;

@@ -49,6 +49,11 @@ const SINGLE: &[Migration] = &[
         name: "late_events",
         sql: include_str!("../migrations/single/0005_late_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lead_events_device_index",
+        sql: include_str!("../migrations/single/0006_lead_events_device_index.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
@@ -76,6 +81,11 @@ const CLUSTER: &[Migration] = &[
         version: 5,
         name: "late_events",
         sql: include_str!("../migrations/cluster/0005_late_events.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "lead_events_device_index",
+        sql: include_str!("../migrations/cluster/0006_lead_events_device_index.sql"),
     },
 ];
 
@@ -135,7 +145,10 @@ mod tests {
                 let st = m.statements("main");
                 assert!(!st.is_empty());
                 for s in &st {
-                    assert!(s.starts_with("CREATE "), "{s}");
+                    assert!(
+                        s.starts_with("CREATE ") || s.starts_with("ALTER TABLE "),
+                        "{s}"
+                    );
                     assert!(!s.contains("${CLUSTER}"));
                     assert!(
                         s.contains("IF NOT EXISTS"),

@@ -3,6 +3,8 @@
 //!
 //! Tests share one stack per run and isolate themselves by database and topic names.
 
+pub mod aggregator;
+
 use leadstream_collector::CollectorConfig;
 use leadstream_schemas::{Secret, SourceKind};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -52,7 +54,7 @@ pub struct World {
 }
 
 impl World {
-    /// Creates the topics (7 sources, normalized, dead letters) on the broker.
+    /// Creates the topics (7 sources, normalized, dead letters, stitching) on the broker.
     pub async fn new(name: &str, partitions: i32) -> Self {
         let id = unique(name);
         let w = World {
@@ -67,7 +69,11 @@ impl World {
         let names: Vec<String> = SourceKind::ALL
             .iter()
             .map(|k| w.topic(*k))
-            .chain([w.normalized_topic(), w.dead_letter_topic()])
+            .chain([
+                w.normalized_topic(),
+                w.dead_letter_topic(),
+                w.stitch_topic(),
+            ])
             .collect();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
@@ -98,6 +104,11 @@ impl World {
     /// The dead-letter topic.
     pub fn dead_letter_topic(&self) -> String {
         format!("{}.leads.dlq", self.prefix)
+    }
+
+    /// The aggregator members' stitching topic.
+    pub fn stitch_topic(&self) -> String {
+        format!("{}.leads.stitch", self.prefix)
     }
 
     /// A collector configuration for this world (fast flushes, HTTP off unless a port is given).
@@ -478,6 +489,7 @@ impl World {
         c.kafka.brokers = brokers();
         c.kafka.group_id = format!("{}-{group}", self.prefix);
         c.kafka.topic = self.normalized_topic();
+        c.kafka.stitch_topic = self.stitch_topic();
         c.kafka
             .properties
             .0
@@ -505,8 +517,8 @@ pub fn free_addr() -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// GET `path` from `addr` and parse the JSON body; None while the server does not answer 200.
-pub async fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+/// GET `path` from `addr`: the body, or None while the server does not answer 200.
+pub async fn http_get_text(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -522,7 +534,21 @@ pub async fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> 
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         return None;
     }
-    serde_json::from_str(body).ok()
+    Some(body.to_string())
+}
+
+/// GET `path` from `addr` and parse the JSON body; None while the server does not answer 200.
+pub async fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get_text(addr, path).await?).ok()
+}
+
+/// The value of an unlabelled Prometheus counter or gauge on `addr`'s `/metrics` (0 when absent).
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let text = http_get_text(addr, "/metrics").await.unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 /// A workspace binary next to this test's deps directory (scripts/test.sh builds them first).

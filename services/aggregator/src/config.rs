@@ -50,6 +50,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// The collector's normalized topic.
     pub topic: String,
+    /// Where members of the group ask each other to recheck a lead (identity stitching across
+    /// partitions); needs the normalized topic's partition count.
+    pub stitch_topic: String,
     /// Any librdkafka property (SASL/SSL included).
     pub properties: KafkaProperties,
     /// SASL password; better `LEADSTREAM_KAFKA__SASL_PASSWORD` or `sasl_password_file`.
@@ -105,6 +108,7 @@ impl Default for AggregatorConfig {
                 brokers: "127.0.0.1:9092".into(),
                 group_id: "leadstream-aggregator".into(),
                 topic: "leads.normalized".into(),
+                stitch_topic: "leads.stitch".into(),
                 properties: KafkaProperties::default(),
                 sasl_password: None,
                 sasl_password_file: None,
@@ -163,6 +167,7 @@ impl AggregatorConfig {
             (&k.brokers, "kafka.brokers"),
             (&k.group_id, "kafka.group_id"),
             (&k.topic, "kafka.topic"),
+            (&k.stitch_topic, "kafka.stitch_topic"),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
@@ -172,7 +177,15 @@ impl AggregatorConfig {
             "bootstrap.servers",
             "group.id",
             "enable.auto.offset.store",
+            "partition.assignment.strategy",
+            "partitioner",
         ])?;
+        if k.topic == k.stitch_topic {
+            return Err(invalid(
+                "kafka.stitch_topic",
+                "must differ from kafka.topic",
+            ));
+        }
         self.clickhouse.validate()?;
         if self.state.allowed_lateness.is_zero() {
             return Err(invalid("state.allowed_lateness", "must be positive"));

@@ -10,6 +10,7 @@
 use crate::funnel::{Funnel, Funnels, Target};
 use crate::machine::{replay, rule_reason, Kind, Path, Reason, Step};
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
+use leadstream_schemas::partition::kafka_partition;
 use leadstream_schemas::{EventType, NormalizedEvent};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use smallvec::SmallVec;
@@ -162,7 +163,8 @@ struct Published {
 struct Lead {
     /// The lead's own events (everything but anonymous touches), sorted.
     events: Vec<CompactEvent>,
-    /// Devices whose anonymous touches belong to this lead.
+    /// Devices whose anonymous touches may belong to this lead: the devices its signups name
+    /// (the touches count where its claim is the earliest), or its own device for a device lead.
     devices: SmallVec<[SmolStr; 1]>,
     /// Per funnel, in `Funnels` order; empty until first published.
     published: Box<[Published]>,
@@ -178,6 +180,8 @@ struct Claim {
 
 #[derive(Debug, Default)]
 struct Device {
+    /// For a device this instance owns, every touch consumed; for another instance's device
+    /// that an owned lead claims, the touches last read from ClickHouse.
     touches: Vec<CompactEvent>,
     /// The earliest claim; claims are never withdrawn, so only the earliest matters.
     owner: Option<Claim>,
@@ -204,9 +208,110 @@ impl Device {
     }
 }
 
+const DEVICE_PREFIX: &str = "device:";
+
 /// The lead key of a device no signup claimed.
 pub fn device_lead(device: &str) -> String {
-    format!("device:{device}")
+    format!("{DEVICE_PREFIX}{device}")
+}
+
+/// Which leads this instance owns: those whose key lands on a partition of `leads.normalized`
+/// assigned to it (the collector publishes with Kafka's murmur2 partitioner, keyed by lead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    partitions: u32,
+    owned: Vec<bool>,
+}
+
+impl Ownership {
+    /// One instance owning everything.
+    pub fn all() -> Self {
+        Self::new(1, [0])
+    }
+
+    /// `owned` out of `partitions` partitions.
+    pub fn new(partitions: u32, owned: impl IntoIterator<Item = u32>) -> Self {
+        let partitions = partitions.max(1);
+        let mut v = vec![false; partitions as usize];
+        for p in owned {
+            if let Some(x) = v.get_mut(p as usize) {
+                *x = true;
+            }
+        }
+        Self {
+            partitions,
+            owned: v,
+        }
+    }
+
+    /// The partition of a lead key.
+    pub fn partition(&self, key: &str) -> u32 {
+        kafka_partition(key.as_bytes(), self.partitions)
+    }
+
+    /// Whether this instance owns the lead `key`.
+    pub fn owns(&self, key: &str) -> bool {
+        self.owned[self.partition(key) as usize]
+    }
+
+    /// Whether every partition is owned (then no other instance exists to talk to).
+    pub fn owns_all(&self) -> bool {
+        self.owned.iter().all(|o| *o)
+    }
+
+    /// Partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The owned partitions.
+    pub fn owned(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.partitions).filter(|p| self.owned[*p as usize])
+    }
+}
+
+/// Why a device's claims (and touches) must be read from ClickHouse before the next flush.
+mod trigger {
+    /// A touch on an owned device was consumed: its holder may be another instance's lead.
+    pub const TOUCH: u8 = 1;
+    /// An owned lead's signup claimed the device: the device lead and rival claimants may be
+    /// another instance's.
+    pub const CLAIM: u8 = 2;
+    /// Another instance asked for a recheck.
+    pub const RECHECK: u8 = 4;
+}
+
+/// A device whose stitching needs what other instances consumed: read every claim of it from
+/// ClickHouse (and its touches when `touches`), then [`Engine::learn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The device id.
+    pub device: SmolStr,
+    /// The device belongs to another instance: its touches are needed too.
+    pub touches: bool,
+    triggers: u8,
+}
+
+impl Lookup {
+    /// A lookup that only brings the state up to date (a rebuild): it asks nobody to recheck.
+    pub fn refresh(device: SmolStr, touches: bool) -> Self {
+        Self {
+            device,
+            touches,
+            triggers: 0,
+        }
+    }
+}
+
+/// A signup naming a device, as read from ClickHouse.
+#[derive(Debug, Clone)]
+pub struct ClaimRecord {
+    /// The claiming lead.
+    pub lead: SmolStr,
+    /// Its event time, epoch ms.
+    pub time_ms: i64,
+    /// Its event id.
+    pub event_id: String,
 }
 
 /// What happened to one ingested event.
@@ -248,24 +353,44 @@ pub struct Engine {
     leads: HashMap<SmolStr, Lead>,
     devices: HashMap<SmolStr, Device>,
     dirty: HashSet<SmolStr>,
-    watermark_ms: i64,
+    /// Newest event time per partition: lateness is judged within the event's own partition,
+    /// whose messages arrive in order, so partitions catching up at different paces do not make
+    /// each other's events look late.
+    newest: Vec<i64>,
     lateness_ms: i64,
     late: Vec<LateEventRow>,
+    own: Ownership,
+    lookups: HashMap<SmolStr, u8>,
+    notify: HashSet<SmolStr>,
 }
 
 impl Engine {
-    /// An empty engine; events older than the newest seen minus `lateness_ms` count as too late.
+    /// An empty engine owning every lead; events older than the newest seen minus `lateness_ms`
+    /// count as too late.
     pub fn new(funnels: Arc<Funnels>, lateness_ms: i64) -> Self {
+        Self::with_ownership(funnels, lateness_ms, Ownership::all())
+    }
+
+    /// An empty engine publishing only the leads `own` names.
+    pub fn with_ownership(funnels: Arc<Funnels>, lateness_ms: i64, own: Ownership) -> Self {
         Self {
             funnels,
             symbols: Symbols::new(),
             leads: HashMap::default(),
             devices: HashMap::default(),
             dirty: HashSet::default(),
-            watermark_ms: i64::MIN,
+            newest: vec![i64::MIN; own.partitions() as usize],
             lateness_ms,
             late: Vec::new(),
+            own,
+            lookups: HashMap::default(),
+            notify: HashSet::default(),
         }
+    }
+
+    /// Which leads this engine publishes.
+    pub fn ownership(&self) -> &Ownership {
+        &self.own
     }
 
     /// Leads held (users and unclaimed devices).
@@ -280,7 +405,7 @@ impl Engine {
 
     /// Newest event time seen, epoch ms (`i64::MIN` before any).
     pub fn watermark_ms(&self) -> i64 {
-        self.watermark_ms
+        self.newest.iter().copied().max().unwrap_or(i64::MIN)
     }
 
     /// Leads waiting for the next flush.
@@ -309,14 +434,8 @@ impl Engine {
         self.dirty.insert(lead.into());
     }
 
-    /// Adds one normalized event. `received_at_ms` is only recorded for too-late events.
-    pub fn ingest(&mut self, e: &NormalizedEvent, received_at_ms: i64) -> Ingested {
-        let role = match e.event_type {
-            EventType::Exposure | EventType::Click => Role::Touch,
-            EventType::Signup => Role::Signup,
-            _ => Role::Other,
-        };
-        let c = CompactEvent {
+    fn compact(&mut self, e: &NormalizedEvent, role: Role) -> CompactEvent {
+        CompactEvent {
             time_ms: e.event_time.timestamp_millis(),
             id: parse_id(&e.event_id),
             rules: self.funnels.match_mask(e),
@@ -328,7 +447,25 @@ impl Engine {
                 .position(|t| *t == e.event_type)
                 .unwrap_or_default() as u8,
             role,
+        }
+    }
+
+    /// Adds one normalized event of an owned lead. `received_at_ms` is only recorded for too-late events.
+    pub fn ingest(&mut self, e: &NormalizedEvent, received_at_ms: i64) -> Ingested {
+        let role = match e.event_type {
+            EventType::Exposure | EventType::Click => Role::Touch,
+            EventType::Signup => Role::Signup,
+            _ => Role::Other,
         };
+        let c = self.compact(e, role);
+        if !self.own.owns_all() {
+            // Duplicates too: a replayed message may be the only chance to tell the other side.
+            match (role, &e.lead_id, &e.device_id) {
+                (Role::Touch, None, Some(d)) => self.want_lookup(d, trigger::TOUCH),
+                (Role::Signup, Some(_), Some(d)) => self.want_lookup(d, trigger::CLAIM),
+                _ => {}
+            }
+        }
         let applied = match (role, &e.lead_id, &e.device_id) {
             (Role::Touch, None, Some(d)) => self.add_touch(d, c),
             (_, Some(lead), _) => self.add_lead_event(lead, e.device_id.as_deref(), c),
@@ -337,20 +474,23 @@ impl Engine {
         let Some(correction) = applied else {
             return Ingested::Duplicate;
         };
-        let late = c.time_ms < self.watermark_ms;
-        let too_late = late && c.time_ms < self.watermark_ms.saturating_sub(self.lateness_ms);
+        let key = e.lead_key();
+        let newest = &mut self.newest[self.own.partition(&key) as usize];
+        let watermark = *newest;
+        let late = c.time_ms < watermark;
+        let too_late = late && c.time_ms < watermark.saturating_sub(self.lateness_ms);
         if too_late {
             self.late.push(LateEventRow {
                 event_id: e.event_id.clone(),
                 event_type: e.event_type.as_str(),
-                lead_key: e.lead_key().into(),
+                lead_key: key.into(),
                 event_time: c.time_ms,
-                watermark: self.watermark_ms,
-                behind_ms: self.watermark_ms - c.time_ms,
+                watermark,
+                behind_ms: watermark - c.time_ms,
                 received_at: received_at_ms,
             });
         }
-        self.watermark_ms = self.watermark_ms.max(c.time_ms);
+        *newest = watermark.max(c.time_ms);
         Ingested::Applied {
             correction,
             late,
@@ -364,14 +504,13 @@ impl Engine {
             Some(d) => d,
             None => self.devices.entry(device.into()).or_default(),
         };
-        let new_device = dev.touches.is_empty() && dev.owner.is_none();
+        let before = dev.holder(device);
         let pos = insert_sorted(&mut dev.touches, c)?;
         let correction = pos + 1 < dev.touches.len();
-        if new_device {
-            // A new, unclaimed device becomes a lead of its own.
-            self.rehome(device, None, Some(device_lead(device).into()));
-        } else if let Some(h) = dev.holder(device) {
-            self.dirty.insert(h);
+        let after = dev.holder(device);
+        self.holders_changed(device, before, after.clone());
+        if let Some(h) = after {
+            self.mark_dirty(&h);
         }
         Some(correction)
     }
@@ -383,42 +522,170 @@ impl Engine {
         };
         let pos = insert_sorted(&mut lead.events, c)?;
         let correction = pos + 1 < lead.events.len();
+        if let (Role::Signup, Some(d)) = (c.role, device) {
+            if !lead.devices.iter().any(|x| x == d) {
+                lead.devices.push(d.into());
+            }
+        }
         if !self.dirty.contains(key) {
             self.dirty.insert(key.into());
         }
         if let (Role::Signup, Some(d)) = (c.role, device) {
-            let dev = self.devices.entry(d.into()).or_default();
-            let before = dev.holder(d);
-            dev.claim(Claim {
-                time_ms: c.time_ms,
-                id: c.id,
-                lead: key.into(),
-            });
-            let after = dev.holder(d);
-            self.rehome(d, before, after);
+            self.claim(
+                d,
+                Claim {
+                    time_ms: c.time_ms,
+                    id: c.id,
+                    lead: key.into(),
+                },
+            );
         }
         Some(correction)
     }
 
-    /// Moves a device's touches from one holder to another when ownership changed.
-    fn rehome(&mut self, device: &str, before: Option<SmolStr>, after: Option<SmolStr>) {
+    /// Records a claim of `device`; the holders before and after replay if they changed.
+    fn claim(&mut self, device: &str, c: Claim) {
+        let dev = self.devices.entry(device.into()).or_default();
+        let before = dev.holder(device);
+        dev.claim(c);
+        let after = dev.holder(device);
+        self.holders_changed(device, before, after);
+    }
+
+    /// Marks both holders of a device for replay when the device changed hands; a device that
+    /// became its own (owned) lead gets its lead entry.
+    fn holders_changed(&mut self, device: &str, before: Option<SmolStr>, after: Option<SmolStr>) {
         if before == after {
             return;
         }
         if let Some(b) = before {
-            if let Some(l) = self.leads.get_mut(&b) {
-                l.devices.retain(|d| &**d != device);
-            }
-            self.dirty.insert(b);
+            self.mark_dirty(&b);
         }
         if let Some(a) = after {
-            self.leads
-                .entry(a.clone())
-                .or_default()
-                .devices
-                .push(device.into());
-            self.dirty.insert(a);
+            if a.starts_with(DEVICE_PREFIX) && self.own.owns(&a) {
+                let l = self.leads.entry(a.clone()).or_default();
+                if l.devices.is_empty() {
+                    l.devices.push(device.into());
+                }
+            }
+            self.mark_dirty(&a);
         }
+    }
+
+    /// Queues an owned lead this engine holds for the next flush.
+    fn mark_dirty(&mut self, key: &SmolStr) {
+        if self.leads.contains_key(key) && !self.dirty.contains(key) {
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    fn want_lookup(&mut self, device: &str, why: u8) {
+        *self.lookups.entry(device.into()).or_default() |= why;
+    }
+
+    /// Devices to read from ClickHouse before the next flush (always empty when this engine owns
+    /// every partition: then every claim and touch is consumed here).
+    pub fn take_lookups(&mut self) -> Vec<Lookup> {
+        let own = &self.own;
+        self.lookups
+            .drain()
+            .map(|(device, triggers)| Lookup {
+                touches: !own.owns(&device_lead(&device)),
+                device,
+                triggers,
+            })
+            .collect()
+    }
+
+    /// Forgets pending lookups (a rebuild reads every claim and touch itself).
+    pub fn clear_lookups(&mut self) {
+        self.lookups.clear();
+    }
+
+    /// Devices this engine knows, with whether another instance owns them (their touches must
+    /// be read from ClickHouse).
+    pub fn known_devices(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        self.devices
+            .keys()
+            .map(|d| (&**d, !self.own.owns(&device_lead(d))))
+    }
+
+    /// Applies what ClickHouse holds for a looked-up device: every claim of it and, for another
+    /// instance's device, its touches (replacing those read before). Queues rechecks for the
+    /// other instances' leads that the triggering event may have changed.
+    pub fn learn(&mut self, lookup: &Lookup, claims: &[ClaimRecord], touches: &[NormalizedEvent]) {
+        let device = &*lookup.device;
+        for c in claims {
+            self.claim(
+                device,
+                Claim {
+                    time_ms: c.time_ms,
+                    id: parse_id(&c.event_id),
+                    lead: c.lead.clone(),
+                },
+            );
+        }
+        if lookup.touches {
+            let mut fresh: Vec<CompactEvent> = Vec::with_capacity(touches.len());
+            for e in touches {
+                let c = self.compact(e, Role::Touch);
+                let pos = fresh.partition_point(|x| x.key() < c.key());
+                if !fresh.iter().any(|x| x.id == c.id) {
+                    fresh.insert(pos, c);
+                }
+            }
+            let dev = self.devices.entry(lookup.device.clone()).or_default();
+            let same = dev.touches.len() == fresh.len()
+                && dev.touches.iter().zip(&fresh).all(|(a, b)| a.id == b.id);
+            if !same {
+                dev.touches = fresh;
+                if let Some(h) = dev.holder(device) {
+                    self.mark_dirty(&h);
+                }
+            }
+        }
+        let holder = self.devices.get(device).and_then(|d| d.holder(device));
+        let tell = |key: SmolStr, own: &Ownership, notify: &mut HashSet<SmolStr>| {
+            if !own.owns(&key) {
+                notify.insert(key);
+            }
+        };
+        if lookup.triggers & trigger::TOUCH != 0 {
+            if let Some(h) = holder {
+                tell(h, &self.own, &mut self.notify);
+            }
+        }
+        if lookup.triggers & trigger::CLAIM != 0 {
+            tell(device_lead(device).into(), &self.own, &mut self.notify);
+            for c in claims {
+                tell(c.lead.clone(), &self.own, &mut self.notify);
+            }
+        }
+    }
+
+    /// Another instance changed something `key` depends on: re-read its devices and replay it.
+    pub fn recheck(&mut self, key: &str) {
+        if !self.own.owns(key) {
+            return;
+        }
+        if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
+            if self.devices.contains_key(d) {
+                self.want_lookup(d, trigger::RECHECK);
+            }
+        }
+        let devices: SmallVec<[SmolStr; 1]> = match self.leads.get(key) {
+            Some(l) => l.devices.clone(),
+            None => return,
+        };
+        for d in devices {
+            self.want_lookup(&d, trigger::RECHECK);
+        }
+        self.mark_dirty(&key.into());
+    }
+
+    /// Leads of other instances to tell to recheck, since the last call.
+    pub fn take_notifications(&mut self) -> Vec<SmolStr> {
+        self.notify.drain().collect()
     }
 
     /// Replays every lead touched since the last flush and returns the rows that changed.
@@ -438,11 +705,13 @@ impl Engine {
             merged.extend_from_slice(&lead.events);
             for d in &lead.devices {
                 if let Some(dev) = self.devices.get(&**d) {
-                    merged.extend_from_slice(&dev.touches);
+                    if dev.holder(d).as_deref() == Some(&*key) {
+                        merged.extend_from_slice(&dev.touches);
+                    }
                 }
             }
             merged.sort_unstable_by_key(CompactEvent::key);
-            let gone = lead.events.is_empty() && lead.devices.is_empty();
+            let gone = merged.is_empty();
             let attribution = attribute(&merged);
             let mut published = if lead.published.is_empty() {
                 vec![Published::default(); self.funnels.funnels.len()].into_boxed_slice()

@@ -4,16 +4,19 @@
 use crate::machine::Kind;
 use std::time::Duration;
 
-/// The state was rebuilt from ClickHouse at start.
-pub fn rebuilt(events: u64, published: u64, leads: usize, elapsed: Duration) {
+/// The state of the owned partitions was rebuilt from ClickHouse (at start, after a rebalance).
+pub fn rebuilt(events: u64, published: u64, leads: usize, partitions: Vec<u32>, elapsed: Duration) {
     tracing::info!(
         events,
         published_leads = published,
         leads_held = leads,
+        ?partitions,
         elapsed_ms = elapsed.as_millis() as u64,
         "state rebuilt from clickhouse"
     );
     metrics::counter!("leadstream_aggregator_rebuilt_events_total").increment(events);
+    metrics::counter!("leadstream_aggregator_rebuilds_total").increment(1);
+    metrics::gauge!("leadstream_aggregator_partitions_owned").set(partitions.len() as f64);
 }
 
 /// A message of the normalized topic was read and applied (or recognised as a duplicate).
@@ -30,19 +33,45 @@ pub fn event_processed(duplicate: bool, late: bool, too_late: bool, correction: 
     }
 }
 
-/// A message of the normalized topic could not be read as a normalized event.
-pub fn message_unreadable(partition: i32, offset: i64, error: &dyn std::fmt::Display) {
-    tracing::warn!(partition, offset, %error, "unreadable message on the normalized topic; skipped");
+/// A consumed message could not be read (neither a normalized event nor a recheck).
+pub fn message_unreadable(topic: &str, partition: i32, offset: i64, error: &dyn std::fmt::Display) {
+    tracing::warn!(topic, partition, offset, %error, "unreadable message; skipped");
     metrics::counter!("leadstream_aggregator_unreadable_messages_total").increment(1);
 }
 
 /// An event arrived later than the allowed lateness.
-pub fn too_late(event_id: &str, behind_ms: i64) {
+pub fn too_late(event_id: &str) {
     tracing::info!(
         event_id,
-        behind_ms,
         "event later than the allowed lateness; applied and recorded in late_events"
     );
+}
+
+/// A normalized event sat on another partition than its key maps to: the producer does not use
+/// the murmur2 partitioner, so members cannot tell which leads they own.
+pub fn misrouted(lead_key: &str, partition: i32) {
+    tracing::error!(
+        lead_key,
+        partition,
+        "event on the wrong partition for its key; is the producer's partitioner murmur2_random?"
+    );
+    metrics::counter!("leadstream_aggregator_misrouted_events_total").increment(1);
+}
+
+/// Devices whose claims and touches were read from ClickHouse for stitching across members.
+pub fn looked_up(devices: usize) {
+    metrics::counter!("leadstream_aggregator_device_lookups_total").increment(devices as u64);
+}
+
+/// Recheck messages sent to the members owning the leads a flush may have changed.
+pub fn rechecks_sent(n: usize) {
+    tracing::debug!(n, "rechecks sent");
+    metrics::counter!("leadstream_aggregator_rechecks_sent_total").increment(n as u64);
+}
+
+/// A recheck message from another member arrived.
+pub fn recheck_received() {
+    metrics::counter!("leadstream_aggregator_rechecks_received_total").increment(1);
 }
 
 /// A flush wrote its rows.
@@ -79,4 +108,10 @@ pub fn state_size(leads: usize, devices: usize, newest_event_ms: i64) {
 pub fn retry(what: &'static str, attempt: u32, backoff: Duration, error: &dyn std::fmt::Display) {
     tracing::warn!(what, attempt, backoff_ms = backoff.as_millis() as u64, %error, "clickhouse call failed; retrying");
     metrics::counter!("leadstream_aggregator_retries_total", "what" => what).increment(1);
+}
+
+/// The group coordinator revoked or assigned partitions (topic-partitions of both topics).
+pub fn partitions_changed(what: &'static str, count: usize) {
+    tracing::info!(what, count, "group rebalance");
+    metrics::counter!("leadstream_aggregator_rebalances_total", "what" => what).increment(1);
 }

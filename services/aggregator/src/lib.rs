@@ -19,7 +19,8 @@ pub use funnel::{FunnelConfigError, Funnels};
 pub use leadstream_runtime::telemetry;
 
 use leadstream_runtime::clickhouse::Sink;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureProducer;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -42,19 +43,27 @@ pub enum AggregatorError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The topics are missing or cannot work together.
+    #[error("topics: {0}")]
+    Topics(String),
     /// ClickHouse refused the schema or the aggregator's rows.
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] leadstream_runtime::clickhouse::SinkError),
 }
 
-fn consumer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<StreamConsumer> {
+/// librdkafka's range assignor gives every member the same partition numbers of both topics,
+/// which is what lets a member own a lead on both (Kafka Streams relies on the same property).
+const ASSIGNMENT: &str = "range";
+
+fn consumer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<service::AggregatorConsumer> {
     let mut c = cfg
         .properties
         .client_config(&cfg.brokers, cfg.sasl_password.as_ref());
     c.set("group.id", &cfg.group_id)
         // At-least-once: only offsets stored after ClickHouse acknowledged the rows are committed.
         .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false");
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", ASSIGNMENT);
     cfg.properties
         .default_to(&mut c, "auto.offset.reset", "earliest");
     cfg.properties
@@ -63,14 +72,51 @@ fn consumer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<StreamCons
         .default_to(&mut c, "fetch.min.bytes", "65536");
     cfg.properties
         .default_to(&mut c, "max.partition.fetch.bytes", "10485760");
+    c.create_with_context(service::RebalanceContext::default())
+}
+
+fn producer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
+    let mut c = cfg
+        .properties
+        .client_config(&cfg.brokers, cfg.sasl_password.as_ref());
+    // Keyed like the normalized topic, so a recheck lands on the partition of its lead.
+    c.set("partitioner", "murmur2_random");
+    cfg.properties
+        .default_to(&mut c, "enable.idempotence", "true");
+    cfg.properties.default_to(&mut c, "linger.ms", "5");
+    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
     c.create()
+}
+
+/// Partition counts of the normalized and stitching topics, which must be equal.
+fn partitions(
+    consumer: &service::AggregatorConsumer,
+    cfg: &config::KafkaConfig,
+) -> Result<u32, AggregatorError> {
+    let count = |topic: &str| -> Result<usize, AggregatorError> {
+        let md = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        Ok(n)
+    };
+    let (n, s) = (count(&cfg.topic)?, count(&cfg.stitch_topic)?);
+    if n == 0 || n != s {
+        return Err(AggregatorError::Topics(format!(
+            "kafka.topic {} has {n} partitions and kafka.stitch_topic {} has {s}; both must exist with the same count",
+            cfg.topic, cfg.stitch_topic
+        )));
+    }
+    Ok(n as u32)
 }
 
 /// Runs the aggregator until `shutdown` is cancelled; then flushes, commits and returns.
 ///
-/// At start the state is rebuilt from ClickHouse (`lead_events_unique` and the aggregator's own
-/// `lead_funnels`), so a crash at any point loses nothing and a restart converges to the answers
-/// of an uninterrupted run.
+/// On every partition assignment the state of the owned leads is rebuilt from ClickHouse
+/// (`lead_events_unique` and the aggregator's own `lead_funnels`), so a crash at any point loses
+/// nothing and a restart converges to the answers of an uninterrupted run.
 pub async fn run(
     cfg: AggregatorConfig,
     shutdown: CancellationToken,
@@ -116,37 +162,39 @@ pub async fn run(
             }
         });
     }
-    let lateness = i64::try_from(cfg.state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
-    let mut versions = service::Versions::default();
-    let engine = match service::recover(&sink, funnels, lateness, &mut versions, &shutdown).await {
-        None => {
-            tracker.close();
-            tracker.wait().await;
-            return Ok(());
-        }
-        Some(Err(e)) => return Err(e.into()),
-        Some(Ok(engine)) => engine,
-    };
-    health
-        .newest_event_ms
-        .store(engine.watermark_ms().max(0), Ordering::Relaxed);
     let consumer = consumer(&cfg.kafka)?;
-    consumer.subscribe(&[&cfg.kafka.topic])?;
-    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "subscribed");
-    health.ready.store(true, Ordering::Relaxed);
-    service::consume(
-        &cfg,
-        &consumer,
-        &sink,
-        engine,
-        versions,
-        health.clone(),
-        shutdown.clone(),
-    )
+    let producer = producer(&cfg.kafka)?;
+    let partitions = loop {
+        match partitions(&consumer, &cfg.kafka) {
+            Ok(n) => break n,
+            // The broker may still be starting; a wrong partition count is final.
+            Err(AggregatorError::Kafka(e)) => {
+                tracing::warn!(error = %e, "kafka metadata not available yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    consumer.subscribe(&[&cfg.kafka.topic, &cfg.kafka.stitch_topic])?;
+    tracing::info!(topic = %cfg.kafka.topic, stitch_topic = %cfg.kafka.stitch_topic, partitions, group = %cfg.kafka.group_id, "subscribed");
+    let result = service::Service {
+        cfg: &cfg,
+        consumer: &consumer,
+        producer: &producer,
+        sink: &sink,
+        funnels,
+        partitions,
+        health: health.clone(),
+    }
+    .consume(shutdown.clone())
     .await;
     health.ready.store(false, Ordering::Relaxed);
     tracker.close();
     tracker.wait().await;
+    result?;
     tracing::info!("aggregator stopped");
     Ok(())
 }

@@ -1,20 +1,24 @@
-//! The service loop: rebuild the state from ClickHouse, then consume `leads.normalized`, flush
-//! changed rows to ClickHouse and only then store the offsets (at-least-once; the rows are
-//! idempotent, so a replay changes nothing).
+//! The service loop: on every partition assignment rebuild the state of the owned leads from
+//! ClickHouse, then consume `leads.normalized` and the stitching topic, flush changed rows to
+//! ClickHouse, send rechecks to the other members, and only then store the offsets
+//! (at-least-once; rows and rechecks are idempotent, so a replay changes nothing).
 
 use crate::api::Health;
 use crate::config::AggregatorConfig;
-use crate::engine::{Engine, Ingested, Output};
+use crate::engine::{Engine, Ingested, Output, Ownership};
 use crate::funnel::Funnels;
 use crate::internal_events as events;
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
 use leadstream_schemas::NormalizedEvent;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -85,85 +89,219 @@ pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Rebuilds the state from ClickHouse and writes what changed since the last run; `None` when
-/// shutdown came first.
-pub async fn recover(
-    sink: &Sink,
-    funnels: Arc<Funnels>,
-    lateness_ms: i64,
-    versions: &mut Versions,
-    shutdown: &CancellationToken,
-) -> Option<Result<Engine, SinkError>> {
-    let started = Instant::now();
-    // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
-    let rebuilt = with_retry("rebuild", shutdown, || async {
-        store::rebuild(sink.client(), funnels.clone(), lateness_ms)
-            .await
-            .map_err(|e| SinkError::Transient(e.to_string()))
-    })
-    .await?;
-    let (mut engine, rebuilt) = match rebuilt {
-        Ok(r) => r,
-        Err(e) => return Some(Err(e)),
-    };
-    events::rebuilt(
-        rebuilt.events,
-        rebuilt.published,
-        engine.leads_held(),
-        started.elapsed(),
-    );
-    let out = engine.flush(versions.issue());
-    match with_retry("write", shutdown, || write(sink, &out)).await? {
-        Ok(()) => Some(Ok(engine)),
-        Err(e) => Some(Err(e)),
+/// Counts the consumer's rebalances so the loop notices that its partitions changed.
+#[derive(Default)]
+pub struct RebalanceContext {
+    generation: AtomicU64,
+}
+
+impl rdkafka::ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        // Revocation invalidates the state at once: nothing consumed after this point may be
+        // flushed under the old ownership.
+        if let Rebalance::Revoke(list) = r {
+            events::partitions_changed("revoked", list.count());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        match r {
+            Rebalance::Assign(list) => {
+                events::partitions_changed("assigned", list.count());
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
     }
 }
 
-/// Consumes until `shutdown`; flushes and stores offsets before returning.
-pub async fn consume(
-    cfg: &AggregatorConfig,
-    consumer: &StreamConsumer,
-    sink: &Sink,
-    mut engine: Engine,
-    mut versions: Versions,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-) {
-    // Write retries give up SHUTDOWN_GRACE after shutdown, so a clean stop still writes its last
-    // batch but a ClickHouse outage cannot hold the process.
-    let give_up = CancellationToken::new();
-    {
-        let (shutdown, give_up) = (shutdown.clone(), give_up.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-            give_up.cancel();
-        });
+/// The aggregator's consumer.
+pub type AggregatorConsumer = StreamConsumer<RebalanceContext>;
+
+/// What a recheck message on the stitching topic carries (its key is the lead key too).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Recheck {
+    /// The lead to recheck.
+    pub recheck: String,
+}
+
+/// Everything the consume loop works with.
+pub struct Service<'a> {
+    /// Settings.
+    pub cfg: &'a AggregatorConfig,
+    /// Group member of the normalized and stitching topics.
+    pub consumer: &'a AggregatorConsumer,
+    /// Producer of recheck messages.
+    pub producer: &'a FutureProducer,
+    /// ClickHouse.
+    pub sink: &'a Sink,
+    /// The funnels.
+    pub funnels: Arc<Funnels>,
+    /// Partitions of the normalized (and stitching) topic.
+    pub partitions: u32,
+    /// Readiness and freshness facts.
+    pub health: Arc<Health>,
+}
+
+/// Why the state had to go.
+enum Rebuild {
+    Done(Box<Engine>),
+    /// Shutdown came first.
+    Stopped,
+}
+
+impl Service<'_> {
+    /// The partitions of the normalized topic assigned to this member.
+    fn ownership(&self) -> Option<Ownership> {
+        let list = self.consumer.assignment().ok()?;
+        let owned: Vec<u32> = list
+            .elements_for_topic(&self.cfg.kafka.topic)
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect();
+        let stitch: Vec<u32> = list
+            .elements_for_topic(&self.cfg.kafka.stitch_topic)
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect();
+        if owned != stitch {
+            tracing::error!(?owned, ?stitch, "normalized and stitching partitions are not assigned together; check partition.assignment.strategy");
+        }
+        (!owned.is_empty()).then(|| Ownership::new(self.partitions, owned))
     }
-    let mut pending: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut since_flush = 0usize;
-    let mut deadline = Instant::now() + cfg.batch.flush_interval;
-    loop {
-        let stop = shutdown.is_cancelled();
-        let due =
-            since_flush >= cfg.batch.max_events || (since_flush > 0 && Instant::now() >= deadline);
-        if due || stop {
-            if since_flush > 0 || engine.pending() > 0 {
-                if !flush(sink, &mut engine, &mut versions, &health, &give_up).await {
-                    // Shutdown while ClickHouse is down: offsets stay where they were; the
-                    // next start rebuilds from ClickHouse and re-reads the rest.
-                    return;
-                }
-                for ((topic, partition), offset) in std::mem::take(&mut pending) {
-                    if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-                        tracing::warn!(topic, partition, offset, error = %e, "storing offset failed");
+
+    /// Rebuilds the state of the owned leads from ClickHouse and writes what changed.
+    async fn rebuild(
+        &self,
+        own: Ownership,
+        versions: &mut Versions,
+        give_up: &CancellationToken,
+    ) -> Result<Rebuild, SinkError> {
+        let started = Instant::now();
+        let lateness =
+            i64::try_from(self.cfg.state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+        // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
+        let rebuilt = with_retry("rebuild", give_up, || async {
+            store::rebuild(
+                self.sink.client(),
+                self.funnels.clone(),
+                lateness,
+                own.clone(),
+            )
+            .await
+            .map_err(|e| SinkError::Transient(e.to_string()))
+        })
+        .await;
+        let (mut engine, rebuilt) = match rebuilt {
+            None => return Ok(Rebuild::Stopped),
+            Some(r) => r?,
+        };
+        events::rebuilt(
+            rebuilt.events,
+            rebuilt.published,
+            engine.leads_held(),
+            own.owned().collect(),
+            started.elapsed(),
+        );
+        let out = engine.flush(versions.issue());
+        match with_retry("write", give_up, || write(self.sink, &out)).await {
+            None => Ok(Rebuild::Stopped),
+            Some(r) => r.map(|()| Rebuild::Done(Box::new(engine))),
+        }
+    }
+
+    /// Consumes until `shutdown`; flushes and stores offsets before returning.
+    pub async fn consume(&self, shutdown: CancellationToken) -> Result<(), SinkError> {
+        // Retries give up SHUTDOWN_GRACE after shutdown, so a clean stop still writes its last
+        // batch but a ClickHouse outage cannot hold the process.
+        let give_up = CancellationToken::new();
+        {
+            let (shutdown, give_up) = (shutdown.clone(), give_up.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                give_up.cancel();
+            });
+        }
+        let context = self.consumer.context();
+        let mut versions = Versions::default();
+        let mut generation = u64::MAX;
+        let mut engine: Option<Box<Engine>> = None;
+        let mut pending: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut since_flush = 0usize;
+        let mut deadline = Instant::now() + self.cfg.batch.flush_interval;
+        let mut held: Option<rdkafka::message::OwnedMessage> = None;
+        loop {
+            let now_gen = context.generation.load(Ordering::SeqCst);
+            if now_gen != generation {
+                // The partitions changed hands: drop what was consumed but not flushed (it is
+                // delivered again from the committed offsets) and rebuild for the new set.
+                generation = now_gen;
+                engine = None;
+                pending.clear();
+                since_flush = 0;
+                self.health.ready.store(false, Ordering::Relaxed);
+                if let Some(own) = self.ownership() {
+                    match self.rebuild(own, &mut versions, &give_up).await? {
+                        Rebuild::Stopped => return Ok(()),
+                        Rebuild::Done(e) => {
+                            self.publish_health(&e);
+                            engine = Some(e);
+                            self.health.ready.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
+                continue;
             }
-            since_flush = 0;
-            deadline = Instant::now() + cfg.batch.flush_interval;
+            if let Some(m) = held.take() {
+                // A message that arrived with a rebalance, applied under the new ownership.
+                let Some(e) = engine.as_deref_mut() else {
+                    // The assignment could not be read yet: keep the message and ask again.
+                    held = Some(m);
+                    generation = u64::MAX;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if e.ownership().owned().any(|p| p as i32 == m.partition()) {
+                    self.apply(e, &m);
+                    pending.insert((m.topic().to_string(), m.partition()), m.offset());
+                    since_flush += 1;
+                }
+            }
+            let stop = shutdown.is_cancelled();
+            let due = since_flush >= self.cfg.batch.max_events
+                || (since_flush > 0 && Instant::now() >= deadline);
+            if let Some(e) = engine.as_deref_mut() {
+                if (due || stop) && (since_flush > 0 || e.pending() > 0) {
+                    if !self.flush(e, &mut versions, &give_up).await {
+                        // Shutdown while ClickHouse or the broker is down: offsets stay where
+                        // they were; the next start rebuilds and re-reads the rest.
+                        return Ok(());
+                    }
+                    if context.generation.load(Ordering::SeqCst) != generation {
+                        // Revoked meanwhile: another member may own these partitions now.
+                        continue;
+                    }
+                    for ((topic, partition), offset) in std::mem::take(&mut pending) {
+                        if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+                            tracing::warn!(topic, partition, offset, error = %e, "storing offset failed");
+                        }
+                    }
+                    since_flush = 0;
+                }
+            }
+            if due || stop {
+                deadline = Instant::now() + self.cfg.batch.flush_interval;
+            }
             if stop {
-                match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+                match self
+                    .consumer
+                    .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+                {
                     Ok(()) => {}
                     // Nothing consumed since the last commit.
                     Err(rdkafka::error::KafkaError::ConsumerCommit(
@@ -171,94 +309,199 @@ pub async fn consume(
                     )) => {}
                     Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
                 }
-                return;
+                return Ok(());
             }
-        }
-        if since_flush == 0 && engine.pending() == 0 {
-            // Idle: the flush clock starts with the next message.
-            deadline = Instant::now() + cfg.batch.flush_interval;
-        }
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(5));
-        let msg = tokio::select! {
-            m = consumer.recv() => m,
-            _ = tokio::time::sleep(wait) => continue,
-            _ = shutdown.cancelled() => continue,
-        };
-        let m = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka consumer error");
+            if since_flush == 0 && engine.as_ref().is_none_or(|e| e.pending() == 0) {
+                // Idle: the flush clock starts with the next message.
+                deadline = Instant::now() + self.cfg.batch.flush_interval;
+            }
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(5));
+            let msg = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = tokio::time::sleep(wait) => continue,
+                _ = shutdown.cancelled() => continue,
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    continue;
+                }
+            };
+            if context.generation.load(Ordering::SeqCst) != generation {
+                held = Some(m.detach());
                 continue;
             }
-        };
-        let received = chrono::Utc::now().timestamp_millis();
-        match m.payload().map(serde_json::from_slice::<NormalizedEvent>) {
-            Some(Ok(e)) => match engine.ingest(&e, received) {
-                Ingested::Duplicate => events::event_processed(true, false, false, false),
-                Ingested::Applied {
-                    correction,
-                    late,
-                    too_late,
-                } => {
-                    if too_late {
-                        events::too_late(
-                            &e.event_id,
-                            engine.watermark_ms() - e.event_time.timestamp_millis(),
-                        );
-                    }
-                    events::event_processed(false, late, too_late, correction)
-                }
-            },
-            Some(Err(err)) => events::message_unreadable(m.partition(), m.offset(), &err),
-            None => events::message_unreadable(m.partition(), m.offset(), &"empty payload"),
+            let Some(e) = engine.as_deref_mut() else {
+                // Not assigned yet as far as the loop knows; delivered again after the rebuild.
+                held = Some(m.detach());
+                continue;
+            };
+            self.apply(e, &m);
+            // rdkafka's store_offset takes the message's own offset (it commits the next one).
+            pending.insert((m.topic().to_string(), m.partition()), m.offset());
+            since_flush += 1;
         }
-        // rdkafka's store_offset takes the message's own offset (it commits the next one).
-        pending.insert((m.topic().to_string(), m.partition()), m.offset());
-        since_flush += 1;
     }
-}
 
-/// Flushes the engine to ClickHouse; `false` when `give_up` interrupted the retries.
-async fn flush(
-    sink: &Sink,
-    engine: &mut Engine,
-    versions: &mut Versions,
-    health: &Health,
-    give_up: &CancellationToken,
-) -> bool {
-    let started = Instant::now();
-    let out = engine.flush(versions.issue());
-    match with_retry("write", give_up, || write(sink, &out)).await {
-        None => false,
-        Some(Err(e)) => {
-            // Our own rows were refused: a schema mismatch, not bad input. Keep going (the next
-            // change of these leads rewrites them) but say so loudly.
-            tracing::error!(error = %e, rows = out.transitions.len() + out.leads.len(), "clickhouse refused aggregator rows");
-            true
+    /// Applies one consumed message to the engine.
+    fn apply(&self, engine: &mut Engine, m: &impl Message) {
+        let payload = m.payload();
+        if m.topic() == self.cfg.kafka.stitch_topic {
+            match payload.map(serde_json::from_slice::<Recheck>) {
+                Some(Ok(r)) => {
+                    engine.recheck(&r.recheck);
+                    events::recheck_received();
+                }
+                Some(Err(err)) => {
+                    events::message_unreadable(m.topic(), m.partition(), m.offset(), &err)
+                }
+                None => events::message_unreadable(
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    &"empty payload",
+                ),
+            }
+            return;
         }
-        Some(Ok(())) => {
-            events::flushed(
-                &out.by_kind,
-                out.transitions.len() + out.leads.len(),
-                out.replayed,
-                started.elapsed(),
-            );
-            let now = chrono::Utc::now().timestamp_millis();
-            health.last_flush_ms.store(now, Ordering::Relaxed);
-            health
-                .newest_event_ms
-                .store(engine.watermark_ms().max(0), Ordering::Relaxed);
-            health
-                .leads_held
-                .store(engine.leads_held() as i64, Ordering::Relaxed);
-            events::state_size(
-                engine.leads_held(),
-                engine.devices_held(),
-                engine.watermark_ms(),
-            );
-            true
+        let received = chrono::Utc::now().timestamp_millis();
+        match payload.map(serde_json::from_slice::<NormalizedEvent>) {
+            Some(Ok(e)) => {
+                if engine.ownership().partition(&e.lead_key()) as i32 != m.partition() {
+                    events::misrouted(&e.lead_key(), m.partition());
+                }
+                match engine.ingest(&e, received) {
+                    Ingested::Duplicate => events::event_processed(true, false, false, false),
+                    Ingested::Applied {
+                        correction,
+                        late,
+                        too_late,
+                    } => {
+                        if too_late {
+                            events::too_late(&e.event_id);
+                        }
+                        events::event_processed(false, late, too_late, correction)
+                    }
+                }
+            }
+            Some(Err(err)) => {
+                events::message_unreadable(m.topic(), m.partition(), m.offset(), &err)
+            }
+            None => {
+                events::message_unreadable(m.topic(), m.partition(), m.offset(), &"empty payload")
+            }
         }
+    }
+
+    /// Lookups, rows, rechecks: `false` when `give_up` interrupted the retries.
+    async fn flush(
+        &self,
+        engine: &mut Engine,
+        versions: &mut Versions,
+        give_up: &CancellationToken,
+    ) -> bool {
+        let started = Instant::now();
+        let lookups = engine.take_lookups();
+        if !lookups.is_empty() {
+            let found = with_retry("lookup", give_up, || async {
+                store::lookup(self.sink.client(), &lookups)
+                    .await
+                    .map_err(|e| SinkError::Transient(e.to_string()))
+            })
+            .await;
+            match found {
+                None => return false,
+                Some(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
+                Some(Ok(found)) => {
+                    for (l, f) in lookups.iter().zip(found) {
+                        engine.learn(l, &f.claims, &f.touches);
+                    }
+                    events::looked_up(lookups.len());
+                }
+            }
+        }
+        let out = engine.flush(versions.issue());
+        match with_retry("write", give_up, || write(self.sink, &out)).await {
+            None => return false,
+            Some(Err(e)) => {
+                // Our own rows were refused: a schema mismatch, not bad input. Keep going (the
+                // next change of these leads rewrites them) but say so loudly.
+                tracing::error!(error = %e, rows = out.transitions.len() + out.leads.len(), "clickhouse refused aggregator rows");
+            }
+            Some(Ok(())) => {
+                events::flushed(
+                    &out.by_kind,
+                    out.transitions.len() + out.leads.len(),
+                    out.replayed,
+                    started.elapsed(),
+                );
+                self.health
+                    .last_flush_ms
+                    .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                self.publish_health(engine);
+            }
+        }
+        let notes = engine.take_notifications();
+        if !notes.is_empty() {
+            let sent = with_retry("recheck", give_up, || self.send_rechecks(&notes)).await;
+            match sent {
+                None => return false,
+                Some(r) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "recheck messages refused");
+                    }
+                    events::rechecks_sent(notes.len());
+                }
+            }
+        }
+        true
+    }
+
+    /// Produces one recheck message per lead and waits for every acknowledgement.
+    async fn send_rechecks(&self, keys: &[SmolStr]) -> Result<(), SinkError> {
+        let payloads: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| {
+                serde_json::to_vec(&Recheck {
+                    recheck: k.to_string(),
+                })
+                .unwrap_or_default()
+            })
+            .collect();
+        let deliveries: Vec<_> = keys
+            .iter()
+            .zip(&payloads)
+            .map(|(k, p)| {
+                self.producer.send(
+                    FutureRecord::to(&self.cfg.kafka.stitch_topic)
+                        .key(k.as_bytes())
+                        .payload(p.as_slice()),
+                    Duration::from_secs(10),
+                )
+            })
+            .collect();
+        for d in futures::future::join_all(deliveries).await {
+            if let Err((e, _)) = d {
+                return Err(SinkError::Transient(format!("producing a recheck: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_health(&self, engine: &Engine) {
+        self.health
+            .newest_event_ms
+            .store(engine.watermark_ms().max(0), Ordering::Relaxed);
+        self.health
+            .leads_held
+            .store(engine.leads_held() as i64, Ordering::Relaxed);
+        events::state_size(
+            engine.leads_held(),
+            engine.devices_held(),
+            engine.watermark_ms(),
+        );
     }
 }

@@ -3,12 +3,14 @@
 //! everything the aggregator's committed offsets cover) and the rows it published before.
 //! Replaying them rebuilds the state exactly; nothing else needs a checkpoint.
 
-use crate::engine::Engine;
+use crate::engine::{ClaimRecord, Engine, Lookup, Ownership};
 use crate::funnel::Funnels;
 use chrono::{TimeZone, Utc};
 use clickhouse::Client;
 use leadstream_schemas::{EventType, NormalizedEvent};
+use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
+use smol_str::SmolStr;
 use std::sync::Arc;
 
 /// The columns of `lead_events_unique` that the engine and funnel rules can use.
@@ -102,20 +104,35 @@ pub struct Rebuilt {
     pub published: u64,
 }
 
-/// A new engine holding the published lead rows and every stored event.
+/// A new engine holding the published rows and stored events of the leads `own` names, and what
+/// stitching needs of other instances' devices.
 pub async fn rebuild(
     client: &Client,
     funnels: Arc<Funnels>,
     lateness_ms: i64,
+    own: Ownership,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
-    let mut engine = Engine::new(funnels, lateness_ms);
+    let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
     let mut done = Rebuilt::default();
+    // Transitions are written before lead rows, so a crash between the two leaves live
+    // transitions of a lead without a live lead row; both tables count, so those get their
+    // tombstones too (found by the kill -9 end-to-end test: orphaned device-lead entries).
     let mut cursor = client
-        .query("SELECT funnel, lead_id, transitions FROM lead_funnels FINAL WHERE is_deleted = 0")
+        .query(
+            "SELECT funnel, lead_id, toUInt16(max(n)) AS transitions FROM ( \
+               SELECT funnel, lead_id, transitions AS n FROM lead_funnels FINAL \
+               WHERE is_deleted = 0 \
+               UNION ALL \
+               SELECT funnel, lead_id, toUInt16(max(seq) + 1) AS n FROM stage_transitions FINAL \
+               WHERE is_deleted = 0 GROUP BY funnel, lead_id \
+             ) GROUP BY funnel, lead_id",
+        )
         .fetch::<PublishedLead>()?;
     while let Some(p) = cursor.next().await? {
-        engine.seed_published(&p.funnel, &p.lead_id, p.transitions);
-        done.published += 1;
+        if own.owns(&p.lead_id) {
+            engine.seed_published(&p.funnel, &p.lead_id, p.transitions);
+            done.published += 1;
+        }
     }
     let mut cursor = client
         .query(&format!(
@@ -126,9 +143,98 @@ pub async fn rebuild(
     while let Some(row) = cursor.next().await? {
         let received = row.received_at;
         if let Some(e) = row.into_event() {
-            engine.ingest(&e, received);
-            done.events += 1;
+            if own.owns(&e.lead_key()) {
+                engine.ingest(&e, received);
+                done.events += 1;
+            }
+        }
+    }
+    if !own.owns_all() {
+        // Every claim and foreign touch of the devices known is read below in one pass, so the
+        // per-event lookups the replay queued are redundant.
+        engine.clear_lookups();
+        let wanted: HashMap<SmolStr, bool> = engine
+            .known_devices()
+            .map(|(d, foreign)| (SmolStr::new(d), foreign))
+            .collect();
+        let mut found: HashMap<SmolStr, Found> = HashMap::default();
+        let mut cursor = client
+            .query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM lead_events_unique WHERE {STITCHING}"
+            ))
+            .fetch::<StoredEvent>()?;
+        while let Some(row) = cursor.next().await? {
+            if let Some(&foreign) = wanted.get(row.device_id.as_str()) {
+                let device = SmolStr::new(&row.device_id);
+                found.entry(device).or_default().add(row, foreign);
+            }
+        }
+        for (device, foreign) in wanted {
+            let f = found.remove(&device).unwrap_or_default();
+            engine.learn(&Lookup::refresh(device, foreign), &f.claims, &f.touches);
         }
     }
     Ok((engine, done))
+}
+
+/// The rows that stitching reads: signups naming a device (claims) and anonymous touches.
+const STITCHING: &str = "device_id != '' AND ((event_type = 'signup' AND lead_id != '') \
+    OR (lead_id = '' AND event_type IN ('exposure', 'click')))";
+
+/// Claims and touches of one device, as read.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Signups naming the device.
+    pub claims: Vec<ClaimRecord>,
+    /// Its anonymous touches (only read for other instances' devices).
+    pub touches: Vec<NormalizedEvent>,
+}
+
+impl Found {
+    fn add(&mut self, row: StoredEvent, want_touches: bool) {
+        if row.event_type == "signup" {
+            self.claims.push(ClaimRecord {
+                lead: SmolStr::new(&row.lead_id),
+                time_ms: row.event_time,
+                event_id: row.event_id,
+            });
+        } else if want_touches {
+            if let Some(e) = row.into_event() {
+                self.touches.push(e);
+            }
+        }
+    }
+}
+
+/// Devices per lookup query: keeps the query text far below `max_query_size`.
+const DEVICES_PER_QUERY: usize = 500;
+
+/// Reads what `lookups` ask for, in the order given.
+pub async fn lookup(
+    client: &Client,
+    lookups: &[Lookup],
+) -> Result<Vec<Found>, clickhouse::error::Error> {
+    let mut out = Vec::with_capacity(lookups.len());
+    for chunk in lookups.chunks(DEVICES_PER_QUERY) {
+        let index: HashMap<&str, usize> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (&*l.device, i))
+            .collect();
+        let mut found: Vec<Found> = chunk.iter().map(|_| Found::default()).collect();
+        let devices: Vec<&str> = chunk.iter().map(|l| &*l.device).collect();
+        let mut cursor = client
+            .query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM lead_events_unique WHERE device_id IN ? AND {STITCHING}"
+            ))
+            .bind(devices)
+            .fetch::<StoredEvent>()?;
+        while let Some(row) = cursor.next().await? {
+            if let Some(&i) = index.get(row.device_id.as_str()) {
+                found[i].add(row, chunk[i].touches);
+            }
+        }
+        out.extend(found);
+    }
+    Ok(out)
 }

@@ -237,6 +237,7 @@ impl CollectorConfig {
             "bootstrap.servers",
             "group.id",
             "enable.auto.offset.store",
+            "partitioner",
         ])?;
         self.clickhouse.validate()?;
         let n = &self.normalize;

@@ -69,12 +69,18 @@ pub fn consumer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<SourceConsumer
     c.create_with_context(LagContext)
 }
 
+/// The partitioner of `leads.normalized` (Kafka's Java default, murmur2 of the key).
+pub const PARTITIONER: &str = "murmur2_random";
+
 /// An idempotent producer for the normalized and dead-letter topics.
 pub fn producer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
     let mut c = base(cfg);
     for (k, v) in [("enable.idempotence", "true"), ("linger.ms", "5")] {
         cfg.properties.default_to(&mut c, k, v);
     }
+    // The aggregator computes which instance owns a lead from this mapping
+    // (`leadstream_schemas::partition`), so it is fixed, not configurable.
+    c.set("partitioner", PARTITIONER);
     // Consumer-only properties passed for both clients would only produce warnings here.
     c.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
     c.create()

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod events;
+
 use leadstream_aggregator::rows::{LeadFunnelRow, TransitionRow};
 use leadstream_aggregator::{Funnels, Output};
 use leadstream_generator::truth::Cell;

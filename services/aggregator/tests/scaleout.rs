@@ -1,0 +1,311 @@
+//! Scale-out: several engines, each owning some partitions of `leads.normalized`, stitching
+//! devices to users through recheck messages and ClickHouse lookups, end with exactly the rows
+//! one engine owning everything publishes. In-process fakes stand in for the broker (per
+//! partition queues) and ClickHouse (the list of events written); the service runs the same
+//! calls against the real ones.
+
+mod support;
+
+use leadstream_aggregator::engine::{ClaimRecord, Lookup, Ownership};
+use leadstream_aggregator::Engine;
+use leadstream_schemas::{EventType, NormalizedEvent};
+use proptest::prelude::*;
+use smol_str::SmolStr;
+use std::collections::HashSet;
+use support::events::{snapshot, story};
+use support::{default_funnels, ReadModel};
+
+const LATENESS_MS: i64 = 3_600_000;
+
+/// One consumer-group member.
+struct Node {
+    engine: Engine,
+    parts: Vec<u32>,
+    /// Read positions (normalized, stitch) per owned partition.
+    pos: Vec<(u32, usize, usize)>,
+}
+
+struct Cluster {
+    partitions: u32,
+    /// "ClickHouse": distinct events written so far (the collector writes before it publishes).
+    stored: Vec<NormalizedEvent>,
+    ids: HashSet<String>,
+    normalized: Vec<Vec<NormalizedEvent>>,
+    stitch: Vec<Vec<SmolStr>>,
+    committed: Vec<(usize, usize)>,
+    nodes: Vec<Node>,
+    version: u64,
+    model: ReadModel,
+    rechecks_sent: usize,
+}
+
+fn is_touch(e: &NormalizedEvent) -> bool {
+    matches!(e.event_type, EventType::Exposure | EventType::Click) && e.lead_id.is_none()
+}
+
+impl Cluster {
+    fn new(partitions: u32, members: usize) -> Self {
+        let mut c = Self {
+            partitions,
+            stored: Vec::new(),
+            ids: HashSet::new(),
+            normalized: vec![Vec::new(); partitions as usize],
+            stitch: vec![Vec::new(); partitions as usize],
+            committed: vec![(0, 0); partitions as usize],
+            nodes: Vec::new(),
+            version: 0,
+            model: ReadModel::default(),
+            rechecks_sent: 0,
+        };
+        c.rebalance(members, 0);
+        c
+    }
+
+    fn partition(&self, key: &str) -> usize {
+        everything(self.partitions).partition(key) as usize
+    }
+
+    /// The collector: store, then publish keyed by lead.
+    fn arrive(&mut self, e: &NormalizedEvent) {
+        if self.ids.insert(e.event_id.clone()) {
+            self.stored.push(e.clone());
+        }
+        let p = self.partition(&e.lead_key());
+        self.normalized[p].push(e.clone());
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// What the service's ClickHouse lookup returns for a device.
+    fn lookup(&self, l: &Lookup) -> (Vec<ClaimRecord>, Vec<NormalizedEvent>) {
+        let claims = self
+            .stored
+            .iter()
+            .filter(|e| e.event_type == EventType::Signup && e.lead_id.is_some())
+            .filter(|e| e.device_id.as_deref() == Some(&*l.device))
+            .map(|e| ClaimRecord {
+                lead: e.lead_id.as_deref().unwrap_or_default().into(),
+                time_ms: e.event_time.timestamp_millis(),
+                event_id: e.event_id.clone(),
+            })
+            .collect();
+        let touches = if l.touches {
+            self.stored
+                .iter()
+                .filter(|e| is_touch(e) && e.device_id.as_deref() == Some(&*l.device))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (claims, touches)
+    }
+
+    /// Every member drops its state and rebuilds for a new assignment (an eager rebalance);
+    /// `shift` rotates which member gets which partitions.
+    fn rebalance(&mut self, members: usize, shift: usize) {
+        let members = members.max(1);
+        let mut nodes = Vec::new();
+        for m in 0..members {
+            let parts: Vec<u32> = (0..self.partitions)
+                .filter(|p| (*p as usize + shift) % members == m)
+                .collect();
+            let own = Ownership::new(self.partitions, parts.iter().copied());
+            let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+            for f in ["b2c", "sales"] {
+                for r in self.model.leads(f) {
+                    if own.owns(&r.lead_id) {
+                        engine.seed_published(f, &r.lead_id, r.transitions);
+                    }
+                }
+            }
+            let mut sorted: Vec<&NormalizedEvent> = self
+                .stored
+                .iter()
+                .filter(|e| own.owns(&e.lead_key()))
+                .collect();
+            sorted.sort_by_key(|e| e.event_time);
+            for e in sorted {
+                engine.ingest(e, 0);
+            }
+            engine.clear_lookups();
+            let devices: Vec<(SmolStr, bool)> = engine
+                .known_devices()
+                .map(|(d, foreign)| (SmolStr::new(d), foreign))
+                .collect();
+            for (d, foreign) in devices {
+                let l = Lookup::refresh(d, foreign);
+                let (claims, touches) = self.lookup(&l);
+                engine.learn(&l, &claims, &touches);
+            }
+            let out = engine.flush(self.next_version());
+            self.model.apply(out);
+            let pos = parts
+                .iter()
+                .map(|p| {
+                    let (n, s) = self.committed[*p as usize];
+                    (*p, n, s)
+                })
+                .collect();
+            nodes.push(Node { engine, parts, pos });
+        }
+        self.nodes = nodes;
+    }
+
+    /// Member `m` consumes up to `k` messages of its partitions.
+    fn consume(&mut self, m: usize, k: usize) -> usize {
+        let node = &mut self.nodes[m];
+        let mut done = 0;
+        for (p, n, s) in node.pos.iter_mut() {
+            while done < k && *n < self.normalized[*p as usize].len() {
+                node.engine.ingest(&self.normalized[*p as usize][*n], 0);
+                *n += 1;
+                done += 1;
+            }
+            while done < k && *s < self.stitch[*p as usize].len() {
+                node.engine.recheck(&self.stitch[*p as usize][*s]);
+                *s += 1;
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// Member `m` flushes: lookups, rows, rechecks for the others; then commits its positions.
+    fn flush(&mut self, m: usize) {
+        let lookups = self.nodes[m].engine.take_lookups();
+        for l in lookups {
+            let (claims, touches) = self.lookup(&l);
+            self.nodes[m].engine.learn(&l, &claims, &touches);
+        }
+        let v = self.next_version();
+        let out = self.nodes[m].engine.flush(v);
+        self.model.apply(out);
+        for key in self.nodes[m].engine.take_notifications() {
+            let p = self.partition(&key);
+            assert!(
+                !self.nodes[m].parts.contains(&(p as u32)),
+                "a recheck for an owned lead {key} went out"
+            );
+            self.stitch[p].push(key);
+            self.rechecks_sent += 1;
+        }
+        for (p, n, s) in self.nodes[m].pos.clone() {
+            self.committed[p as usize] = (n, s);
+        }
+    }
+
+    /// Runs every member until nothing is left to consume.
+    fn drain(&mut self) {
+        for _ in 0..100 {
+            let mut moved = 0;
+            for m in 0..self.nodes.len() {
+                moved += self.consume(m, usize::MAX);
+                self.flush(m);
+            }
+            if moved == 0 {
+                return;
+            }
+        }
+        panic!("rechecks never settled");
+    }
+}
+
+/// Every one of `partitions` partitions: the mapping of keys alone.
+fn everything(partitions: u32) -> Ownership {
+    Ownership::new(partitions, 0..partitions)
+}
+
+fn single_engine(events: &[NormalizedEvent]) -> ReadModel {
+    let mut sorted = events.to_vec();
+    sorted.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+    let mut engine = Engine::new(default_funnels(), LATENESS_MS);
+    for e in &sorted {
+        engine.ingest(e, 0);
+    }
+    let mut model = ReadModel::default();
+    model.apply(engine.flush(1));
+    model
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn members_of_one_group_publish_what_one_engine_publishes(
+        events in story(),
+        members in 2usize..4,
+        partitions in 2u32..6,
+        schedule in proptest::collection::vec((0usize..4, 1usize..6, 0u8..10), 1..60),
+        dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+    ) {
+        let want = single_engine(&events);
+        let mut arrivals = events.clone();
+        for d in &dups {
+            arrivals.push(events[d.index(events.len())].clone());
+        }
+        let mut c = Cluster::new(partitions, members);
+        let mut next = 0;
+        for (m, k, action) in schedule {
+            // Events arrive a few at a time while members consume, flush or rebalance.
+            for e in arrivals.iter().skip(next).take(2) {
+                c.arrive(e);
+            }
+            next = (next + 2).min(arrivals.len());
+            let m = m % c.nodes.len();
+            c.consume(m, k);
+            match action {
+                // A rebalance drops what was consumed but not flushed (it is read again).
+                0 => c.rebalance(members, k),
+                1 => c.rebalance(members - 1, k),
+                2..=6 => c.flush(m),
+                _ => {}
+            }
+        }
+        for e in arrivals.iter().skip(next) {
+            c.arrive(e);
+        }
+        c.drain();
+        prop_assert_eq!(snapshot(&c.model), snapshot(&want));
+    }
+}
+
+#[test]
+fn a_device_and_its_claiming_signup_on_different_members_meet() {
+    use support::events::{signup_on, touch};
+    // Pick a device and a user that land on different partitions of two.
+    let own = everything(2);
+    let user = (0..100)
+        .map(|i| format!("u{i}"))
+        .find(|u| own.partition(u) != own.partition("device:d0"))
+        .expect("a user on the other partition");
+    let events = vec![
+        touch(0, "exposure", "d0", "douyin"),
+        touch(10, "click", "d0", "douyin"),
+        signup_on(20, &user, "d0"),
+        touch(30, "click", "d0", "douyin"),
+    ];
+    let want = single_engine(&events);
+    // Touches first, the signup after: the device lead is published, then tombstoned.
+    let mut c = Cluster::new(2, 2);
+    for e in &events[..2] {
+        c.arrive(e);
+    }
+    c.drain();
+    assert!(
+        snapshot(&c.model).iter().any(|r| r.contains("device:d0")),
+        "the unclaimed device is a lead of its own"
+    );
+    for e in &events[2..] {
+        c.arrive(e);
+    }
+    c.drain();
+    assert_eq!(snapshot(&c.model), snapshot(&want));
+    assert!(c.rechecks_sent > 0, "the members had to talk");
+    assert!(
+        !snapshot(&c.model).iter().any(|r| r.contains("device:d0")),
+        "the claimed device's own lead is gone"
+    );
+}
