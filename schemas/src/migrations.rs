@@ -54,6 +54,11 @@ const SINGLE: &[Migration] = &[
         name: "lead_events_device_index",
         sql: include_str!("../migrations/single/0006_lead_events_device_index.sql"),
     },
+    Migration {
+        version: 7,
+        name: "funnel_rollups",
+        sql: include_str!("../migrations/single/0007_funnel_rollups.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
@@ -86,6 +91,11 @@ const CLUSTER: &[Migration] = &[
         version: 6,
         name: "lead_events_device_index",
         sql: include_str!("../migrations/cluster/0006_lead_events_device_index.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "funnel_rollups",
+        sql: include_str!("../migrations/cluster/0007_funnel_rollups.sql"),
     },
 ];
 

@@ -222,12 +222,13 @@ fn view<'a>(api: &'a Api, name: &str, p: &Params) -> Result<(&'a Funnel, Dim, Ra
     ))
 }
 
-/// Select list of per-stage reach counts over `lead_funnels` (`reached[k]`: furthest stage ≥ k).
+/// Select list of per-stage reach counts over `funnel_cohort_minute` (`reached[k]`: furthest
+/// stage ≥ k).
 fn reached_columns(key: &str, stages: usize) -> String {
     format!(
-        "toString({key}) AS key, count() AS leads, \
-         sumForEach(arrayMap(k -> toUInt64(k <= furthest_index), range({stages}))) AS reached, \
-         sum(lost) AS lost"
+        "toString({key}) AS key, toUInt64(sum(n)) AS leads, \
+         sumForEach(arrayMap(k -> toUInt64(k <= furthest_index) * toUInt64(n), range({stages}))) AS reached, \
+         toUInt64(sumIf(n, is_lost = 1)) AS lost"
     )
 }
 
@@ -247,8 +248,29 @@ fn funnel<'a>(api: &'a Api, name: &str) -> Result<&'a Funnel, ApiError> {
     })
 }
 
+/// Per-lead rows of leads that started in the range (exact times; only the timing quantiles,
+/// which need every lead's durations, read these).
 const LEADS_IN_RANGE: &str = "FROM lead_funnels FINAL WHERE funnel = ? AND is_deleted = 0 \
     AND started_at >= fromUnixTimestamp64Milli(toInt64(?)) AND started_at < fromUnixTimestamp64Milli(toInt64(?))";
+
+/// Condition on a rollup's `minute` for a range in epoch ms: bounds round down to the minute.
+const MINUTES_IN_RANGE: &str =
+    "toInt64(toUInt32(minute)) >= intDiv(toInt64(?), 60000) * 60 AND toInt64(toUInt32(minute)) < intDiv(toInt64(?), 60000) * 60";
+
+/// Cohort rollup buckets (of leads that started in the range, when `ranged`), with the counts
+/// renamed so the result columns can take the usual names.
+fn cohort_source(ranged: bool) -> String {
+    format!(
+        "FROM (SELECT first_touch, last_touch, variant, furthest_index, current_stage, \
+         lost AS is_lost, leads AS n FROM funnel_cohort_minute FINAL \
+         WHERE funnel = ? AND is_deleted = 0{})",
+        if ranged {
+            format!(" AND {MINUTES_IN_RANGE}")
+        } else {
+            String::new()
+        }
+    )
+}
 
 async fn status(State(api): State<Api>) -> Json<Value> {
     let h = &api.health;
@@ -333,8 +355,9 @@ async fn cohort(
         dim,
         |k| {
             format!(
-                "SELECT {} {LEADS_IN_RANGE} GROUP BY key ORDER BY key",
-                reached_columns(k, n)
+                "SELECT {} {} GROUP BY key ORDER BY key",
+                reached_columns(k, n),
+                cohort_source(true)
             )
         },
         bind,
@@ -432,13 +455,13 @@ async fn flow(
         dim,
         |k| {
             format!(
-                "SELECT toString({k}) AS key, sumForEach(arrayMap(k -> toUInt64(length(reached_at) > k \
-                 AND toUnixTimestamp64Milli(reached_at[k + 1]) >= toInt64(?) \
-                 AND toUnixTimestamp64Milli(reached_at[k + 1]) < toInt64(?)), range({n}))) AS entered \
-                 FROM lead_funnels FINAL WHERE funnel = ? AND is_deleted = 0 GROUP BY key ORDER BY key"
+                "SELECT toString({k}) AS key, \
+                 sumForEach(arrayMap(i -> toUInt64(i = stage_index) * toUInt64(leads), range({n}))) AS entered \
+                 FROM funnel_reach_minute FINAL WHERE funnel = ? AND is_deleted = 0 AND {MINUTES_IN_RANGE} \
+                 GROUP BY key ORDER BY key"
             )
         },
-        |q| q.bind(r.from).bind(r.to).bind(&f.name),
+        |q| q.bind(&f.name).bind(r.from).bind(r.to),
     )
     .await?;
     let render = |rows: Vec<FlowRow>| -> Vec<Value> {
@@ -477,9 +500,9 @@ async fn occupancy(
         dim,
         |k| {
             format!(
-                "SELECT toString({k}) AS key, toString(current_stage) AS stage, lost, count() AS leads \
-                 FROM lead_funnels FINAL WHERE funnel = ? AND is_deleted = 0 \
-                 GROUP BY key, stage, lost ORDER BY key, stage"
+                "SELECT toString({k}) AS key, toString(current_stage) AS stage, is_lost AS lost, \
+                 toUInt64(sum(n)) AS leads {} GROUP BY key, stage, lost ORDER BY key, stage",
+                cohort_source(false)
             )
         },
         |q| q.bind(&f.name),
@@ -533,9 +556,8 @@ async fn losses(
         |k| {
             format!(
                 "SELECT toString({k}) AS key, toString(kind) AS kind, toString(from_stage) AS from_stage, \
-                 toString(reason) AS reason, count() AS n FROM stage_transitions FINAL \
-                 WHERE funnel = ? AND is_deleted = 0 AND kind IN ('lost', 'backflow') \
-                 AND at >= fromUnixTimestamp64Milli(toInt64(?)) AND at < fromUnixTimestamp64Milli(toInt64(?)) \
+                 toString(reason) AS reason, toUInt64(sum(transitions)) AS n FROM funnel_transition_minute FINAL \
+                 WHERE funnel = ? AND is_deleted = 0 AND kind IN ('lost', 'backflow') AND {MINUTES_IN_RANGE} \
                  GROUP BY key, kind, from_stage, reason ORDER BY key, kind, from_stage, reason"
             )
         },
@@ -548,9 +570,9 @@ async fn losses(
         dim,
         |k| {
             format!(
-                "SELECT {} FROM lead_funnels FINAL WHERE funnel = ? AND is_deleted = 0 \
-                 GROUP BY key ORDER BY key",
-                reached_columns(k, n)
+                "SELECT {} {} GROUP BY key ORDER BY key",
+                reached_columns(k, n),
+                cohort_source(false)
             )
         },
         |q| q.bind(&f.name),
@@ -614,9 +636,8 @@ async fn transitions(
         dim,
         |k| {
             format!(
-                "SELECT toString({k}) AS key, toString(kind) AS kind, count() AS n FROM stage_transitions FINAL \
-                 WHERE funnel = ? AND is_deleted = 0 \
-                 AND at >= fromUnixTimestamp64Milli(toInt64(?)) AND at < fromUnixTimestamp64Milli(toInt64(?)) \
+                "SELECT toString({k}) AS key, toString(kind) AS kind, toUInt64(sum(transitions)) AS n \
+                 FROM funnel_transition_minute FINAL WHERE funnel = ? AND is_deleted = 0 AND {MINUTES_IN_RANGE} \
                  GROUP BY key, kind ORDER BY key, kind"
             )
         },
@@ -664,8 +685,9 @@ async fn channels(
     let rows = api
         .client
         .query(&format!(
-            "SELECT toString({}) AS key, count() AS leads {LEADS_IN_RANGE} GROUP BY key ORDER BY leads DESC, key",
-            dim.column()
+            "SELECT toString({}) AS key, toUInt64(sum(n)) AS leads {} GROUP BY key ORDER BY leads DESC, key",
+            dim.column(),
+            cohort_source(true)
         ))
         .bind(&f.name)
         .bind(r.from)
@@ -737,9 +759,10 @@ async fn ab_compare(
     let rows = api
         .client
         .query(&format!(
-            "SELECT toString({c}) AS key, countIf(furthest_index >= {i}) AS entered, \
-             countIf(furthest_index >= {j}) AS converted {LEADS_IN_RANGE} AND {c} IN (?, ?) GROUP BY key",
-            c = dim.column()
+            "SELECT toString({c}) AS key, toUInt64(sumIf(n, furthest_index >= {i})) AS entered, \
+             toUInt64(sumIf(n, furthest_index >= {j})) AS converted {cohort} WHERE {c} IN (?, ?) GROUP BY key",
+            c = dim.column(),
+            cohort = cohort_source(true)
         ))
         .bind(&f.name)
         .bind(r.from)

@@ -9,6 +9,10 @@
 
 use crate::funnel::{Funnel, Funnels, Target};
 use crate::machine::{replay, rule_reason, Kind, Path, Reason, Step};
+use crate::rollup::{
+    minute_seconds, reason_of, stage_of, Attribution, CohortRollupRow, Contribution,
+    ReachRollupRow, Rollups, Scope, TransitionRollupRow,
+};
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use leadstream_schemas::partition::kafka_partition;
 use leadstream_schemas::{EventType, NormalizedEvent};
@@ -153,10 +157,12 @@ fn insert_sorted(v: &mut Vec<CompactEvent>, c: CompactEvent) -> Option<usize> {
 }
 
 /// What was last written for a lead in one funnel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Published {
     fingerprint: u64,
     transitions: u16,
+    /// What the lead adds to the rollups (taken back when the lead changes).
+    contribution: Option<Box<Contribution>>,
 }
 
 #[derive(Debug, Default)]
@@ -344,6 +350,12 @@ pub struct Output {
     pub by_kind: [u64; 6],
     /// Leads replayed.
     pub replayed: u64,
+    /// Cohort rollup buckets that changed.
+    pub cohort_rollup: Vec<CohortRollupRow>,
+    /// Reach rollup buckets that changed.
+    pub reach_rollup: Vec<ReachRollupRow>,
+    /// Transition rollup buckets that changed.
+    pub transition_rollup: Vec<TransitionRollupRow>,
 }
 
 /// The aggregator's state machine over all leads.
@@ -362,6 +374,7 @@ pub struct Engine {
     own: Ownership,
     lookups: HashMap<SmolStr, u8>,
     notify: HashSet<SmolStr>,
+    rollups: Rollups,
 }
 
 impl Engine {
@@ -385,6 +398,7 @@ impl Engine {
             own,
             lookups: HashMap::default(),
             notify: HashSet::default(),
+            rollups: Rollups::default(),
         }
     }
 
@@ -430,6 +444,7 @@ impl Engine {
         l.published[fi] = Published {
             fingerprint: 1,
             transitions,
+            contribution: None,
         };
         self.dirty.insert(lead.into());
     }
@@ -713,6 +728,7 @@ impl Engine {
             merged.sort_unstable_by_key(CompactEvent::key);
             let gone = merged.is_empty();
             let attribution = attribute(&merged);
+            let partition = self.own.partition(&key) as u16;
             let mut published = if lead.published.is_empty() {
                 vec![Published::default(); self.funnels.funnels.len()].into_boxed_slice()
             } else {
@@ -721,12 +737,32 @@ impl Engine {
             for (fi, funnel) in self.funnels.funnels.iter().enumerate() {
                 let path = replay(funnel, merged.iter().map(CompactEvent::step));
                 let fingerprint = fingerprint(&path, attribution, &merged);
-                let old = published[fi];
+                let old = &mut published[fi];
                 if fingerprint == old.fingerprint
                     && path.transitions.len() == old.transitions as usize
                 {
                     continue;
                 }
+                let scope = Scope {
+                    partition,
+                    funnel: fi as u8,
+                    attribution,
+                };
+                let contribution = Contribution::of(scope, &path).map(Box::new);
+                if contribution != old.contribution {
+                    if let Some(c) = &old.contribution {
+                        self.rollups.apply(c, -1);
+                    }
+                    if let Some(c) = &contribution {
+                        self.rollups.apply(c, 1);
+                    }
+                }
+                let old_transitions = old.transitions;
+                *old = Published {
+                    fingerprint,
+                    transitions: path.transitions.len() as u16,
+                    contribution,
+                };
                 self.emit(
                     &mut out,
                     funnel,
@@ -734,13 +770,9 @@ impl Engine {
                     &merged,
                     &path,
                     attribution,
-                    old,
+                    old_transitions,
                     version,
                 );
-                published[fi] = Published {
-                    fingerprint,
-                    transitions: path.transitions.len() as u16,
-                };
             }
             out.replayed += 1;
             if gone {
@@ -749,7 +781,94 @@ impl Engine {
                 lead.published = published;
             }
         }
+        self.rollup_rows(&mut out, version);
         out
+    }
+
+    /// Rows for the rollup buckets that changed since the last flush.
+    fn rollup_rows(&mut self, out: &mut Output, version: u64) {
+        let changed = self.rollups.take_changed();
+        let sym = &self.symbols;
+        let funnels = &self.funnels.funnels;
+        let attr = |(f, l, v): Attribution| {
+            (
+                SmolStr::new(sym.or_none(f)),
+                SmolStr::new(sym.or_none(l)),
+                SmolStr::new(sym.or_none(v)),
+            )
+        };
+        let stage = |funnel: &Funnel, code: u8| {
+            stage_of(code).map_or_else(SmolStr::default, |t| SmolStr::new(funnel.stage_name(t)))
+        };
+        for (k, n) in changed.cohort {
+            let f = &funnels[k.scope.funnel as usize];
+            let (first_touch, last_touch, variant) = attr(k.scope.attribution);
+            out.cohort_rollup.push(CohortRollupRow {
+                funnel: SmolStr::new(&f.name),
+                minute: minute_seconds(k.minute),
+                partition: k.scope.partition,
+                first_touch,
+                last_touch,
+                variant,
+                furthest_index: k.furthest,
+                current_index: k.current_index,
+                current_stage: stage(f, k.current),
+                lost: k.lost as u8,
+                leads: n,
+                version,
+                is_deleted: u8::from(n == 0),
+            });
+        }
+        for (k, n) in changed.reach {
+            let f = &funnels[k.scope.funnel as usize];
+            let (first_touch, last_touch, variant) = attr(k.scope.attribution);
+            out.reach_rollup.push(ReachRollupRow {
+                funnel: SmolStr::new(&f.name),
+                minute: minute_seconds(k.minute),
+                partition: k.scope.partition,
+                first_touch,
+                last_touch,
+                variant,
+                stage_index: k.stage,
+                stage: stage(f, k.stage + 1),
+                leads: n,
+                version,
+                is_deleted: u8::from(n == 0),
+            });
+        }
+        for (k, n) in changed.transitions {
+            let f = &funnels[k.scope.funnel as usize];
+            let (first_touch, last_touch, variant) = attr(k.scope.attribution);
+            let kind = Kind::ALL[k.kind as usize];
+            out.transition_rollup.push(TransitionRollupRow {
+                funnel: SmolStr::new(&f.name),
+                minute: minute_seconds(k.minute),
+                partition: k.scope.partition,
+                first_touch,
+                last_touch,
+                variant,
+                kind: SmolStr::new_static(kind.as_str()),
+                from_stage: stage(f, k.from),
+                to_stage: if kind == Kind::Lost {
+                    SmolStr::new_static("lost")
+                } else {
+                    stage(f, k.to)
+                },
+                reason: match reason_of(k.reason) {
+                    Some(Reason::Rule(i)) => SmolStr::new(rule_reason(f, i)),
+                    Some(Reason::Event(s)) => SmolStr::new(sym.name(s)),
+                    None => SmolStr::default(),
+                },
+                transitions: n,
+                version,
+                is_deleted: u8::from(n == 0),
+            });
+        }
+    }
+
+    /// Rollup buckets held.
+    pub fn rollup_buckets(&self) -> usize {
+        self.rollups.len()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -761,7 +880,7 @@ impl Engine {
         events: &[CompactEvent],
         path: &Path,
         (first, last, variant): (u16, u16, u16),
-        old: Published,
+        old_transitions: u16,
         version: u64,
     ) {
         let sym = &self.symbols;
@@ -804,7 +923,7 @@ impl Engine {
                 is_deleted: 0,
             });
         }
-        for seq in n..old.transitions as usize {
+        for seq in n..old_transitions as usize {
             out.transitions.push(TransitionRow {
                 funnel: SmolStr::new(&funnel.name),
                 lead_id: SmolStr::new(key),
@@ -826,7 +945,7 @@ impl Engine {
             });
         }
         let entered = path.entered();
-        if !entered && old.transitions == 0 {
+        if !entered && old_transitions == 0 {
             return;
         }
         let lost_reason = match path.transitions.last() {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod funnel;
 pub mod internal_events;
 pub mod machine;
+pub mod rollup;
 pub mod rows;
 pub mod service;
 pub mod stats;

@@ -8,6 +8,7 @@ use crate::config::AggregatorConfig;
 use crate::engine::{Engine, Ingested, Output, Ownership};
 use crate::funnel::Funnels;
 use crate::internal_events as events;
+use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
@@ -74,8 +75,8 @@ where
 /// so no single request holds the whole state; each piece is idempotent on its own.
 const ROWS_PER_INSERT: usize = 5000;
 
-/// Writes one flush's rows. Transitions and late events first, lead states last: a reader that
-/// sees a lead's new state also sees its transitions.
+/// Writes one flush's rows. Transitions, late events and rollups first, lead states last: a
+/// reader that sees a lead's new state also sees its transitions.
 pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
     for chunk in out.transitions.chunks(ROWS_PER_INSERT) {
         sink.insert::<TransitionRow>("stage_transitions", chunk)
@@ -83,6 +84,18 @@ pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
     }
     sink.insert::<LateEventRow>("late_events", &out.late_events)
         .await?;
+    for chunk in out.cohort_rollup.chunks(ROWS_PER_INSERT) {
+        sink.insert::<CohortRollupRow>("funnel_cohort_minute", chunk)
+            .await?;
+    }
+    for chunk in out.reach_rollup.chunks(ROWS_PER_INSERT) {
+        sink.insert::<ReachRollupRow>("funnel_reach_minute", chunk)
+            .await?;
+    }
+    for chunk in out.transition_rollup.chunks(ROWS_PER_INSERT) {
+        sink.insert::<TransitionRollupRow>("funnel_transition_minute", chunk)
+            .await?;
+    }
     for chunk in out.leads.chunks(ROWS_PER_INSERT) {
         sink.insert::<LeadFunnelRow>("lead_funnels", chunk).await?;
     }
@@ -200,6 +213,21 @@ impl Service<'_> {
             None => return Ok(Rebuild::Stopped),
             Some(r) => r?,
         };
+        let mut stale = rebuilt.stale_rollups;
+        let version = versions.issue();
+        for r in &mut stale.cohort_rollup {
+            r.version = version;
+        }
+        for r in &mut stale.reach_rollup {
+            r.version = version;
+        }
+        for r in &mut stale.transition_rollup {
+            r.version = version;
+        }
+        match with_retry("write", give_up, || write(self.sink, &stale)).await {
+            None => return Ok(Rebuild::Stopped),
+            Some(r) => r?,
+        }
         events::rebuilt(
             rebuilt.events,
             rebuilt.published,

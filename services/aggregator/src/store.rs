@@ -3,7 +3,7 @@
 //! everything the aggregator's committed offsets cover) and the rows it published before.
 //! Replaying them rebuilds the state exactly; nothing else needs a checkpoint.
 
-use crate::engine::{ClaimRecord, Engine, Lookup, Ownership};
+use crate::engine::{ClaimRecord, Engine, Lookup, Output, Ownership};
 use crate::funnel::Funnels;
 use chrono::{TimeZone, Utc};
 use clickhouse::Client;
@@ -95,13 +95,58 @@ struct PublishedLead {
     transitions: u16,
 }
 
-/// Counts of what a rebuild read.
-#[derive(Debug, Default, Clone, Copy)]
+/// What a rebuild read.
+#[derive(Debug, Default)]
 pub struct Rebuilt {
     /// Events replayed into the engine.
     pub events: u64,
     /// Lead rows found already published.
     pub published: u64,
+    /// Tombstones for every live rollup bucket of the owned partitions: written before the
+    /// rebuilt engine's first flush (which rewrites the buckets that still exist with a newer
+    /// version), they remove buckets that emptied while nobody owned them.
+    pub stale_rollups: Output,
+}
+
+async fn live<R>(
+    client: &Client,
+    table: &str,
+    own: &Ownership,
+) -> Result<Vec<R>, clickhouse::error::Error>
+where
+    R: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    let owned: Vec<u32> = own.owned().collect();
+    client
+        .query(&format!(
+            "SELECT ?fields FROM {table} FINAL WHERE is_deleted = 0 AND partition IN ?"
+        ))
+        .bind(owned)
+        .fetch_all::<R>()
+        .await
+}
+
+/// Tombstones of the live rollup buckets of the owned partitions.
+async fn stale_rollups(
+    client: &Client,
+    own: &Ownership,
+) -> Result<Output, clickhouse::error::Error> {
+    let mut out = Output {
+        cohort_rollup: live(client, "funnel_cohort_minute", own).await?,
+        reach_rollup: live(client, "funnel_reach_minute", own).await?,
+        transition_rollup: live(client, "funnel_transition_minute", own).await?,
+        ..Output::default()
+    };
+    for r in &mut out.cohort_rollup {
+        (r.leads, r.is_deleted) = (0, 1);
+    }
+    for r in &mut out.reach_rollup {
+        (r.leads, r.is_deleted) = (0, 1);
+    }
+    for r in &mut out.transition_rollup {
+        (r.transitions, r.is_deleted) = (0, 1);
+    }
+    Ok(out)
 }
 
 /// A new engine holding the published rows and stored events of the leads `own` names, and what
@@ -113,7 +158,10 @@ pub async fn rebuild(
     own: Ownership,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
-    let mut done = Rebuilt::default();
+    let mut done = Rebuilt {
+        stale_rollups: stale_rollups(client, &own).await?,
+        ..Rebuilt::default()
+    };
     // Transitions are written before lead rows, so a crash between the two leaves live
     // transitions of a lead without a live lead row; both tables count, so those get their
     // tombstones too (found by the kill -9 end-to-end test: orphaned device-lead entries).

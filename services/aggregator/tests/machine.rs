@@ -382,6 +382,9 @@ proptest! {
             let (totals, cells) = got.cells(name, ft.stages.len());
             prop_assert_eq!(&totals, &ft.totals);
             prop_assert_eq!(&cells, &ft.cells);
+            let (rtotals, rcells) = got.rollup_cells(name, ft.stages.len());
+            prop_assert_eq!(&rtotals, &ft.totals);
+            prop_assert_eq!(&rcells, &ft.cells);
         }
     }
 }

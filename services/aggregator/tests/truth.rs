@@ -73,6 +73,10 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
         for (got, want) in cells.iter().zip(&ft.cells) {
             assert_eq!(got, want, "{name} cell");
         }
+        // The rollups the API reads give the same answers as the per-lead rows.
+        let (rtotals, rcells) = model.rollup_cells(name, ft.stages.len());
+        assert_eq!(rtotals, ft.totals, "{name} totals from the rollups");
+        assert_eq!(rcells, ft.cells, "{name} cells from the rollups");
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod events;
 
+use leadstream_aggregator::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
 use leadstream_aggregator::rows::{LeadFunnelRow, TransitionRow};
 use leadstream_aggregator::{Funnels, Output};
 use leadstream_generator::truth::Cell;
@@ -44,11 +45,69 @@ pub fn normalizer(tz: chrono_tz::Tz, max_bytes: usize) -> Normalizer {
 pub struct ReadModel {
     transitions: HashMap<(SmolStr, SmolStr, u16), TransitionRow>,
     leads: HashMap<(SmolStr, SmolStr), LeadFunnelRow>,
+    cohort: HashMap<String, CohortRollupRow>,
+    reach: HashMap<String, ReachRollupRow>,
+    moves: HashMap<String, TransitionRollupRow>,
+}
+
+/// Keeps the newest version per key (what `FINAL` shows).
+fn replace<R>(map: &mut HashMap<String, R>, key: String, row: R, version: impl Fn(&R) -> u64) {
+    match map.get(&key) {
+        Some(old) if version(old) > version(&row) => {}
+        _ => {
+            map.insert(key, row);
+        }
+    }
 }
 
 impl ReadModel {
     /// Applies one flush's rows.
     pub fn apply(&mut self, out: Output) {
+        for r in out.cohort_rollup {
+            let k = format!(
+                "{} {} {} {} {} {} {} {} {} {}",
+                r.funnel,
+                r.minute,
+                r.partition,
+                r.first_touch,
+                r.last_touch,
+                r.variant,
+                r.furthest_index,
+                r.current_index,
+                r.current_stage,
+                r.lost
+            );
+            replace(&mut self.cohort, k, r, |r| r.version);
+        }
+        for r in out.reach_rollup {
+            let k = format!(
+                "{} {} {} {} {} {} {}",
+                r.funnel,
+                r.minute,
+                r.partition,
+                r.first_touch,
+                r.last_touch,
+                r.variant,
+                r.stage_index
+            );
+            replace(&mut self.reach, k, r, |r| r.version);
+        }
+        for r in out.transition_rollup {
+            let k = format!(
+                "{} {} {} {} {} {} {} {} {} {}",
+                r.funnel,
+                r.minute,
+                r.partition,
+                r.first_touch,
+                r.last_touch,
+                r.variant,
+                r.kind,
+                r.from_stage,
+                r.to_stage,
+                r.reason
+            );
+            replace(&mut self.moves, k, r, |r| r.version);
+        }
         for r in out.transitions {
             let k = (r.funnel.clone(), r.lead_id.clone(), r.seq);
             match self.transitions.get(&k) {
@@ -89,6 +148,108 @@ impl ReadModel {
             .collect();
         v.sort_by(|a, b| (&a.lead_id, a.seq).cmp(&(&b.lead_id, b.seq)));
         v
+    }
+
+    /// What the service does before a rebuilt engine's first flush: tombstones every live
+    /// rollup bucket of the partitions (the flush rewrites those that still exist, newer).
+    pub fn tombstone_rollups(&mut self, partitions: &[u32], version: u64) {
+        let mine = |p: u16| partitions.contains(&u32::from(p));
+        for r in self.cohort.values_mut().filter(|r| mine(r.partition)) {
+            (r.leads, r.is_deleted, r.version) = (0, 1, version);
+        }
+        for r in self.reach.values_mut().filter(|r| mine(r.partition)) {
+            (r.leads, r.is_deleted, r.version) = (0, 1, version);
+        }
+        for r in self.moves.values_mut().filter(|r| mine(r.partition)) {
+            (r.transitions, r.is_deleted, r.version) = (0, 1, version);
+        }
+    }
+
+    /// The same cells as [`ReadModel::cells`], computed from the rollup rows alone; also
+    /// checks that the reach rollup counts every lead's first reach of each stage once.
+    pub fn rollup_cells(&self, funnel: &str, stages: usize) -> (Cell, Vec<Cell>) {
+        let new_cell = |f: &str, l: &str, v: &str| Cell {
+            first_touch: f.into(),
+            last_touch: l.into(),
+            variant: v.into(),
+            reached: vec![0; stages],
+            occupancy: vec![0; stages],
+            ..Cell::default()
+        };
+        let mut totals = new_cell("*", "*", "*");
+        let mut cells: BTreeMap<(String, String, String), Cell> = BTreeMap::new();
+        for r in self.cohort.values() {
+            if r.funnel != funnel || r.is_deleted == 1 {
+                continue;
+            }
+            assert!(r.leads > 0, "a live cohort bucket counts leads: {r:?}");
+            let key = (
+                r.first_touch.to_string(),
+                r.last_touch.to_string(),
+                r.variant.to_string(),
+            );
+            let cell = cells
+                .entry(key.clone())
+                .or_insert_with(|| new_cell(&key.0, &key.1, &key.2));
+            let n = r.leads as u64;
+            for c in [&mut totals, cell] {
+                c.leads += n;
+                for k in 0..=r.furthest_index {
+                    if k >= 0 {
+                        c.reached[k as usize] += n;
+                    }
+                }
+                if r.lost == 1 {
+                    c.lost += n;
+                } else if r.current_index >= 0 {
+                    c.occupancy[r.current_index as usize] += n;
+                }
+            }
+        }
+        let mut first_reaches = vec![0u64; stages];
+        for r in self.reach.values() {
+            if r.funnel == funnel && r.is_deleted == 0 {
+                first_reaches[r.stage_index as usize] += r.leads as u64;
+            }
+        }
+        assert_eq!(
+            first_reaches, totals.reached,
+            "{funnel}: first reaches per stage"
+        );
+        for r in self.moves.values() {
+            if r.funnel != funnel || r.is_deleted == 1 {
+                continue;
+            }
+            let key = (
+                r.first_touch.to_string(),
+                r.last_touch.to_string(),
+                r.variant.to_string(),
+            );
+            let cell = cells
+                .get_mut(&key)
+                .expect("a transition bucket of a cell without leads");
+            let n = r.transitions as u64;
+            for c in [&mut totals, cell] {
+                *c.transitions.entry(r.kind.to_string()).or_default() += n;
+                let from = if r.from_stage.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.from_stage.to_string()
+                };
+                let slot = match r.kind.as_str() {
+                    "lost" => Some(&mut c.losses),
+                    "backflow" => Some(&mut c.backflows),
+                    _ => None,
+                };
+                if let Some(m) = slot {
+                    *m.entry(from)
+                        .or_default()
+                        .entry(r.reason.to_string())
+                        .or_default() += n;
+                }
+            }
+        }
+        (totals, cells.into_values().collect())
     }
 
     /// Truth-shaped cells per (first touch, last touch, variant), and the totals.

@@ -1,0 +1,376 @@
+//! Exact per-minute rollups of the funnel answers, kept by the engine as absolute counts per
+//! partition of `leads.normalized`.
+//!
+//! Why absolute counts and not ± deltas: published rows are corrected in place (a late event
+//! rewrites a lead), and a delta stream written at-least-once would double-count on every replay.
+//! Instead the engine keeps, per lead and funnel, what the lead contributes to each rollup; when
+//! a replay changes the lead it subtracts the old contribution and adds the new one, and writes
+//! the buckets whose count changed with a newer version (`ReplacingMergeTree`, readers `FINAL`).
+//! A replay writes the same absolute counts again, so it changes nothing. Buckets carry the
+//! partition, so every bucket has exactly one writer at a time even with several aggregators;
+//! readers sum over partitions.
+
+use crate::funnel::Target;
+use crate::machine::{Kind, Path, Reason};
+use rustc_hash::FxHashMap as HashMap;
+use serde::Serialize;
+use smol_str::SmolStr;
+
+/// Bucket width.
+pub const MINUTE_MS: i64 = 60_000;
+
+fn minute(ms: i64) -> i32 {
+    ms.div_euclid(MINUTE_MS) as i32
+}
+
+/// A stage as one byte: 0 none, 1..=127 main stage + 1, 128.. special stage + 128.
+fn stage_code(t: Option<Target>) -> u8 {
+    match t {
+        None => 0,
+        Some(Target::Main(i)) => i + 1,
+        Some(Target::Special(i)) => 128 + i,
+    }
+}
+
+/// The stage a code stands for.
+pub fn stage_of(code: u8) -> Option<Target> {
+    match code {
+        0 => None,
+        c if c < 128 => Some(Target::Main(c - 1)),
+        c => Some(Target::Special(c - 128)),
+    }
+}
+
+/// A reason as four bytes: 0 none, rule index + 1 in the high half, event symbol in the low half.
+fn reason_code(r: Option<Reason>) -> u32 {
+    match r {
+        None => 0,
+        Some(Reason::Rule(i)) => (u32::from(i) + 1) << 16,
+        Some(Reason::Event(s)) => u32::from(s),
+    }
+}
+
+/// The reason a code stands for.
+pub fn reason_of(code: u32) -> Option<Reason> {
+    match (code >> 16, code & 0xffff) {
+        (0, 0) => None,
+        (0, s) => Some(Reason::Event(s as u16)),
+        (r, _) => Some(Reason::Rule((r - 1) as u8)),
+    }
+}
+
+/// First touch, last touch and variant symbols.
+pub type Attribution = (u16, u16, u16);
+
+/// Where a lead is counted: its partition, the funnel and its attribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// Partition of the lead's key.
+    pub partition: u16,
+    /// Funnel index.
+    pub funnel: u8,
+    /// Attribution.
+    pub attribution: Attribution,
+}
+
+/// Cohort bucket: leads by start minute, furthest stage, current stage and lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CohortKey {
+    /// Where.
+    pub scope: Scope,
+    /// Start minute (epoch minutes).
+    pub minute: i32,
+    /// Furthest main stage index.
+    pub furthest: i8,
+    /// Current main stage index (-1 for none).
+    pub current_index: i8,
+    /// Current stage code (special while in one).
+    pub current: u8,
+    /// Currently lost.
+    pub lost: bool,
+}
+
+/// Reach bucket: leads that first reached a main stage in a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReachKey {
+    /// Where.
+    pub scope: Scope,
+    /// Minute of the first reach.
+    pub minute: i32,
+    /// Main stage index.
+    pub stage: u8,
+}
+
+/// Transition bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransitionKey {
+    /// Where.
+    pub scope: Scope,
+    /// Minute of the transition.
+    pub minute: i32,
+    /// Kind index in [`Kind::ALL`].
+    pub kind: u8,
+    /// Stage left (code).
+    pub from: u8,
+    /// Stage entered (code; 0 for lost).
+    pub to: u8,
+    /// Reason code.
+    pub reason: u32,
+}
+
+/// One transition as a contribution keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    minute: i32,
+    reason: u32,
+    kind: u8,
+    from: u8,
+    to: u8,
+}
+
+/// What one lead adds to the rollups of one funnel; kept so it can be taken back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    scope: Scope,
+    started: i32,
+    furthest: i8,
+    current_index: i8,
+    current: u8,
+    lost: bool,
+    /// First-reach minute per main stage up to the furthest.
+    reaches: Box<[i32]>,
+    steps: Box<[Step]>,
+}
+
+impl Contribution {
+    /// The contribution of a path (`None` when the lead never entered the funnel).
+    pub fn of(scope: Scope, path: &Path) -> Option<Self> {
+        let first = path.transitions.first()?;
+        Some(Self {
+            scope,
+            started: minute(first.time_ms),
+            furthest: path.furthest.map_or(-1, |f| f as i8),
+            current_index: path.current.map_or(-1, |c| c as i8),
+            current: stage_code(
+                path.special
+                    .map(Target::Special)
+                    .or(path.current.map(Target::Main)),
+            ),
+            lost: path.lost,
+            reaches: path.reached_at.iter().map(|t| minute(*t)).collect(),
+            steps: path
+                .transitions
+                .iter()
+                .map(|t| Step {
+                    minute: minute(t.time_ms),
+                    reason: reason_code(t.reason),
+                    kind: Kind::ALL.iter().position(|k| *k == t.kind).unwrap_or(0) as u8,
+                    from: stage_code(t.from),
+                    to: stage_code(t.to),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Cell {
+    count: i64,
+    /// Changed since the last [`Rollups::take_changed`].
+    dirty: bool,
+}
+
+/// Every bucket of the owned partitions.
+#[derive(Debug, Default)]
+pub struct Rollups {
+    cohort: HashMap<CohortKey, Cell>,
+    reach: HashMap<ReachKey, Cell>,
+    transitions: HashMap<TransitionKey, Cell>,
+}
+
+fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Cell>, key: K, by: i64) {
+    let c = map.entry(key).or_default();
+    c.count += by;
+    c.dirty = true;
+}
+
+/// Buckets whose count changed, with their new count (0: the bucket is gone).
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Cohort buckets.
+    pub cohort: Vec<(CohortKey, i64)>,
+    /// Reach buckets.
+    pub reach: Vec<(ReachKey, i64)>,
+    /// Transition buckets.
+    pub transitions: Vec<(TransitionKey, i64)>,
+}
+
+fn drain_dirty<K: Copy + std::hash::Hash + Eq>(map: &mut HashMap<K, Cell>) -> Vec<(K, i64)> {
+    let mut out = Vec::new();
+    map.retain(|k, c| {
+        if c.dirty {
+            out.push((*k, c.count));
+            c.dirty = false;
+        }
+        c.count != 0
+    });
+    out
+}
+
+impl Rollups {
+    /// Adds (`sign` 1) or takes back (`sign` -1) a lead's contribution.
+    pub fn apply(&mut self, c: &Contribution, sign: i64) {
+        let scope = c.scope;
+        add(
+            &mut self.cohort,
+            CohortKey {
+                scope,
+                minute: c.started,
+                furthest: c.furthest,
+                current_index: c.current_index,
+                current: c.current,
+                lost: c.lost,
+            },
+            sign,
+        );
+        for (stage, minute) in c.reaches.iter().enumerate() {
+            add(
+                &mut self.reach,
+                ReachKey {
+                    scope,
+                    minute: *minute,
+                    stage: stage as u8,
+                },
+                sign,
+            );
+        }
+        for s in c.steps.iter() {
+            add(
+                &mut self.transitions,
+                TransitionKey {
+                    scope,
+                    minute: s.minute,
+                    kind: s.kind,
+                    from: s.from,
+                    to: s.to,
+                    reason: s.reason,
+                },
+                sign,
+            );
+        }
+    }
+
+    /// The buckets changed since the last call (a change that cancelled out is included once
+    /// more; writing an unchanged count is harmless).
+    pub fn take_changed(&mut self) -> Changed {
+        Changed {
+            cohort: drain_dirty(&mut self.cohort),
+            reach: drain_dirty(&mut self.reach),
+            transitions: drain_dirty(&mut self.transitions),
+        }
+    }
+
+    /// Buckets held.
+    pub fn len(&self) -> usize {
+        self.cohort.len() + self.reach.len() + self.transitions.len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One row of `funnel_cohort_minute`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, serde::Deserialize)]
+pub struct CohortRollupRow {
+    /// Funnel name.
+    pub funnel: SmolStr,
+    /// Start minute, epoch seconds.
+    pub minute: u32,
+    /// Partition of the leads' keys.
+    pub partition: u16,
+    /// First-touch channel.
+    pub first_touch: SmolStr,
+    /// Last-touch channel.
+    pub last_touch: SmolStr,
+    /// Variant.
+    pub variant: SmolStr,
+    /// Furthest main stage index.
+    pub furthest_index: i8,
+    /// Current main stage index (-1 for none).
+    pub current_index: i8,
+    /// Current stage (special while in one).
+    pub current_stage: SmolStr,
+    /// Lost.
+    pub lost: u8,
+    /// Leads.
+    pub leads: i64,
+    /// Row version.
+    pub version: u64,
+    /// 1: the bucket is empty now.
+    pub is_deleted: u8,
+}
+
+/// One row of `funnel_reach_minute`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, serde::Deserialize)]
+pub struct ReachRollupRow {
+    /// Funnel name.
+    pub funnel: SmolStr,
+    /// Minute of the first reach, epoch seconds.
+    pub minute: u32,
+    /// Partition of the leads' keys.
+    pub partition: u16,
+    /// First-touch channel.
+    pub first_touch: SmolStr,
+    /// Last-touch channel.
+    pub last_touch: SmolStr,
+    /// Variant.
+    pub variant: SmolStr,
+    /// Main stage index.
+    pub stage_index: u8,
+    /// Main stage name.
+    pub stage: SmolStr,
+    /// Leads that first reached the stage in this minute.
+    pub leads: i64,
+    /// Row version.
+    pub version: u64,
+    /// 1: the bucket is empty now.
+    pub is_deleted: u8,
+}
+
+/// One row of `funnel_transition_minute`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, serde::Deserialize)]
+pub struct TransitionRollupRow {
+    /// Funnel name.
+    pub funnel: SmolStr,
+    /// Minute of the transitions, epoch seconds.
+    pub minute: u32,
+    /// Partition of the leads' keys.
+    pub partition: u16,
+    /// First-touch channel.
+    pub first_touch: SmolStr,
+    /// Last-touch channel.
+    pub last_touch: SmolStr,
+    /// Variant.
+    pub variant: SmolStr,
+    /// Kind.
+    pub kind: SmolStr,
+    /// Stage left (empty when entering).
+    pub from_stage: SmolStr,
+    /// Stage entered (`lost` for a loss).
+    pub to_stage: SmolStr,
+    /// Reason.
+    pub reason: SmolStr,
+    /// Transitions.
+    pub transitions: i64,
+    /// Row version.
+    pub version: u64,
+    /// 1: the bucket is empty now.
+    pub is_deleted: u8,
+}
+
+/// Epoch seconds of a minute bucket (clamped to `DateTime`'s range).
+pub fn minute_seconds(m: i32) -> u32 {
+    (i64::from(m) * 60).clamp(0, i64::from(u32::MAX)) as u32
+}
