@@ -3,7 +3,9 @@
 #   1. criterion: normalize-and-encode per topic, one core
 #   2. generator: 50,000 leads (~210k messages) generated to /dev/null, then produced to the broker
 #   3. end to end: N mixed events (default 1,000,000) from the local broker into ClickHouse with
-#      one collector: events/s and collector CPU seconds
+#      one collector: events/s and collector CPU seconds; then one aggregator started on that
+#      N-event backlog: time to catch up (rebuild from ClickHouse + the normalized topic)
+#   4. stage machine: events/s on one core and memory per tracked lead
 #   ./scripts/bench.sh [N]
 # Experiment knobs for the end-to-end part: BENCH_MAX_ROWS (batch.max_rows) and
 # BENCH_KAFKA_PROPS="k=v,k=v" (extra librdkafka properties for the collector).
@@ -26,3 +28,4 @@ RUST_LOG=warn,leadstream_generator=info "$gen" --leads 50000 --seed 1 --no-progr
 echo "generator, 50000 leads, produced to the local broker:"
 RUST_LOG=warn,leadstream_generator=info "$gen" --leads 50000 --seed 1 --no-progress 2>&1 | grep finished
 cargo run --release --locked -p leadstream-tests --bin e2e-bench -- "${1:-1000000}"
+cargo bench -p leadstream-aggregator --bench machine 2>&1 | grep -E "^stage machine|events/s|bytes per lead|lead"

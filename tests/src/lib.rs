@@ -457,6 +457,18 @@ pub async fn read_topic(
     out
 }
 
+/// A header of a consumed message as text (empty when absent).
+pub fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> String {
+    use rdkafka::message::{Headers, Message};
+    m.headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|x| x.key == key)
+                .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).to_string()))
+        })
+        .unwrap_or_default()
+}
+
 /// Waits until `sql` (a single count) on `url`/`database` reaches at least `n`; returns the last value seen.
 pub async fn wait_for_count(url: &str, database: &str, sql: &str, n: u64) -> Option<u64> {
     eventually(
@@ -490,6 +502,7 @@ impl World {
         c.kafka.group_id = format!("{}-{group}", self.prefix);
         c.kafka.topic = self.normalized_topic();
         c.kafka.stitch_topic = self.stitch_topic();
+        c.kafka.dead_letter_topic = self.dead_letter_topic();
         c.kafka
             .properties
             .0

@@ -280,6 +280,42 @@ async fn a_dozen_leads_give_the_answers_worked_out_by_hand() {
     let bad = http_get_json(&addr, "/api/v1/funnels/b2c/compare?by=colour&a=A&b=B").await;
     assert!(bad.is_none(), "an unknown dimension is a 400");
 
+    // Unreadable messages on either topic go to the dead letters, bytes intact, reason named.
+    let junk: [(String, &[u8]); 2] = [
+        (w.normalized_topic(), b"{not json"),
+        (w.stitch_topic(), b"{\"recheck\": 7}"),
+    ];
+    for (topic, bytes) in &junk {
+        produce(&p, topic, Some("junk"), bytes).await;
+    }
+    let letters = eventually(
+        Duration::from_secs(60),
+        || async {
+            let all = read_topic(&w.dead_letter_topic(), 2, Duration::from_secs(5)).await;
+            Some(
+                all.into_iter()
+                    .filter(|m| header(m, "ls.error_category") == "unreadable")
+                    .map(|m| {
+                        use rdkafka::message::Message;
+                        (
+                            header(&m, "ls.source_topic"),
+                            m.payload().unwrap_or_default().to_vec(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        },
+        |v| v.len() == 2,
+    )
+    .await
+    .expect("dead letters");
+    for (topic, bytes) in &junk {
+        assert!(
+            letters.contains(&(topic.clone(), bytes.to_vec())),
+            "{topic}: {letters:?}"
+        );
+    }
+
     token.cancel();
     aggregator.await.expect("join").expect("aggregator run");
     stop_collector(collector).await;

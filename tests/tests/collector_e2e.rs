@@ -3,22 +3,12 @@
 
 use leadstream_schemas::SourceKind;
 use leadstream_tests::*;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> String {
-    m.headers()
-        .and_then(|h| {
-            h.iter()
-                .find(|x| x.key == key)
-                .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).to_string()))
-        })
-        .unwrap_or_default()
-}
 
 async fn count(db: &str, sql: &str) -> Option<u64> {
     query_u64(&clickhouse_url(), db, sql).await

@@ -53,6 +53,8 @@ pub struct KafkaConfig {
     /// Where members of the group ask each other to recheck a lead (identity stitching across
     /// partitions); needs the normalized topic's partition count.
     pub stitch_topic: String,
+    /// Where messages that cannot be read go (original bytes, reason in `ls.*` headers).
+    pub dead_letter_topic: String,
     /// Any librdkafka property (SASL/SSL included).
     pub properties: KafkaProperties,
     /// SASL password; better `LEADSTREAM_KAFKA__SASL_PASSWORD` or `sasl_password_file`.
@@ -109,6 +111,7 @@ impl Default for AggregatorConfig {
                 group_id: "leadstream-aggregator".into(),
                 topic: "leads.normalized".into(),
                 stitch_topic: "leads.stitch".into(),
+                dead_letter_topic: "leads.dlq".into(),
                 properties: KafkaProperties::default(),
                 sasl_password: None,
                 sasl_password_file: None,
@@ -168,6 +171,7 @@ impl AggregatorConfig {
             (&k.group_id, "kafka.group_id"),
             (&k.topic, "kafka.topic"),
             (&k.stitch_topic, "kafka.stitch_topic"),
+            (&k.dead_letter_topic, "kafka.dead_letter_topic"),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));

@@ -35,7 +35,7 @@ pub fn event_processed(duplicate: bool, late: bool, too_late: bool, correction: 
 
 /// A consumed message could not be read (neither a normalized event nor a recheck).
 pub fn message_unreadable(topic: &str, partition: i32, offset: i64, error: &dyn std::fmt::Display) {
-    tracing::warn!(topic, partition, offset, %error, "unreadable message; skipped");
+    tracing::warn!(topic, partition, offset, %error, "unreadable message; sent to the dead-letter topic");
     metrics::counter!("leadstream_aggregator_unreadable_messages_total").increment(1);
 }
 

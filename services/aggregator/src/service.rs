@@ -12,6 +12,7 @@ use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
+use leadstream_runtime::dead_letter;
 use leadstream_schemas::NormalizedEvent;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
@@ -134,6 +135,17 @@ impl ConsumerContext for RebalanceContext {
 
 /// The aggregator's consumer.
 pub type AggregatorConsumer = StreamConsumer<RebalanceContext>;
+
+/// A consumed message that could not be read, kept for the dead-letter topic.
+#[derive(Debug)]
+pub struct Unreadable {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    error: String,
+}
 
 /// What a recheck message on the stitching topic carries (its key is the lead key too).
 #[derive(Debug, Serialize, Deserialize)]
@@ -263,6 +275,7 @@ impl Service<'_> {
         let mut since_flush = 0usize;
         let mut deadline = Instant::now() + self.cfg.batch.flush_interval;
         let mut held: Option<rdkafka::message::OwnedMessage> = None;
+        let mut dead: Vec<Unreadable> = Vec::new();
         loop {
             let now_gen = context.generation.load(Ordering::SeqCst);
             if now_gen != generation {
@@ -271,6 +284,7 @@ impl Service<'_> {
                 generation = now_gen;
                 engine = None;
                 pending.clear();
+                dead.clear();
                 since_flush = 0;
                 self.health.ready.store(false, Ordering::Relaxed);
                 if let Some(own) = self.ownership() {
@@ -295,7 +309,7 @@ impl Service<'_> {
                     continue;
                 };
                 if e.ownership().owned().any(|p| p as i32 == m.partition()) {
-                    self.apply(e, &m);
+                    dead.extend(self.apply(e, &m));
                     pending.insert((m.topic().to_string(), m.partition()), m.offset());
                     since_flush += 1;
                 }
@@ -305,7 +319,10 @@ impl Service<'_> {
                 || (since_flush > 0 && Instant::now() >= deadline);
             if let Some(e) = engine.as_deref_mut() {
                 if (due || stop) && (since_flush > 0 || e.pending() > 0) {
-                    if !self.flush(e, &mut versions, &give_up).await {
+                    if !self
+                        .flush(e, &mut versions, std::mem::take(&mut dead), &give_up)
+                        .await
+                    {
                         // Shutdown while ClickHouse or the broker is down: offsets stay where
                         // they were; the next start rebuilds and re-reads the rest.
                         return Ok(());
@@ -367,33 +384,38 @@ impl Service<'_> {
                 held = Some(m.detach());
                 continue;
             };
-            self.apply(e, &m);
+            dead.extend(self.apply(e, &m));
             // rdkafka's store_offset takes the message's own offset (it commits the next one).
             pending.insert((m.topic().to_string(), m.partition()), m.offset());
             since_flush += 1;
         }
     }
 
-    /// Applies one consumed message to the engine.
-    fn apply(&self, engine: &mut Engine, m: &impl Message) {
+    /// Applies one consumed message to the engine; an unreadable one comes back for the
+    /// dead-letter topic.
+    fn apply(&self, engine: &mut Engine, m: &impl Message) -> Option<Unreadable> {
         let payload = m.payload();
+        let unreadable = |error: String| {
+            events::message_unreadable(m.topic(), m.partition(), m.offset(), &error);
+            Some(Unreadable {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                error,
+            })
+        };
         if m.topic() == self.cfg.kafka.stitch_topic {
-            match payload.map(serde_json::from_slice::<Recheck>) {
+            return match payload.map(serde_json::from_slice::<Recheck>) {
                 Some(Ok(r)) => {
                     engine.recheck(&r.recheck);
                     events::recheck_received();
+                    None
                 }
-                Some(Err(err)) => {
-                    events::message_unreadable(m.topic(), m.partition(), m.offset(), &err)
-                }
-                None => events::message_unreadable(
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    &"empty payload",
-                ),
-            }
-            return;
+                Some(Err(err)) => unreadable(format!("not a recheck message: {err}")),
+                None => unreadable("empty payload".into()),
+            };
         }
         let received = chrono::Utc::now().timestamp_millis();
         match payload.map(serde_json::from_slice::<NormalizedEvent>) {
@@ -414,13 +436,10 @@ impl Service<'_> {
                         events::event_processed(false, late, too_late, correction)
                     }
                 }
+                None
             }
-            Some(Err(err)) => {
-                events::message_unreadable(m.topic(), m.partition(), m.offset(), &err)
-            }
-            None => {
-                events::message_unreadable(m.topic(), m.partition(), m.offset(), &"empty payload")
-            }
+            Some(Err(err)) => unreadable(format!("not a normalized event: {err}")),
+            None => unreadable("empty payload".into()),
         }
     }
 
@@ -429,6 +448,7 @@ impl Service<'_> {
         &self,
         engine: &mut Engine,
         versions: &mut Versions,
+        dead: Vec<Unreadable>,
         give_up: &CancellationToken,
     ) -> bool {
         let started = Instant::now();
@@ -472,6 +492,16 @@ impl Service<'_> {
                 self.publish_health(engine);
             }
         }
+        if !dead.is_empty() {
+            match with_retry("dead_letter", give_up, || self.send_dead_letters(&dead)).await {
+                None => return false,
+                Some(r) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "dead letters refused");
+                    }
+                }
+            }
+        }
         let notes = engine.take_notifications();
         if !notes.is_empty() {
             let sent = with_retry("recheck", give_up, || self.send_rechecks(&notes)).await;
@@ -486,6 +516,38 @@ impl Service<'_> {
             }
         }
         true
+    }
+
+    /// Produces the unreadable messages to the dead-letter topic and waits for the
+    /// acknowledgements.
+    async fn send_dead_letters(&self, dead: &[Unreadable]) -> Result<(), SinkError> {
+        let deliveries: Vec<_> = dead
+            .iter()
+            .map(|u| {
+                let letter = dead_letter::DeadLetter {
+                    topic: &u.topic,
+                    partition: u.partition,
+                    offset: u.offset,
+                    key: u.key.as_deref(),
+                    payload: &u.payload,
+                    category: "unreadable",
+                    field: None,
+                    message: &u.error,
+                };
+                self.producer.send(
+                    dead_letter::record(&self.cfg.kafka.dead_letter_topic, &letter),
+                    Duration::from_secs(10),
+                )
+            })
+            .collect();
+        for d in futures::future::join_all(deliveries).await {
+            if let Err((e, _)) = d {
+                return Err(SinkError::Transient(format!(
+                    "producing a dead letter: {e}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Produces one recheck message per lead and waits for every acknowledgement.

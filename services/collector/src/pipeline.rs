@@ -10,11 +10,12 @@ use crate::kafka::SourceConsumer;
 use crate::sink::{IngestErrorRow, LeadEventRow, Sink, SinkError};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use leadstream_runtime::dead_letter;
 use leadstream_schemas::{
     ErrorCategory, NormalizeError, NormalizedEvent, Normalizer, SourceKind, SourceMeta,
 };
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -400,7 +401,17 @@ impl Pipeline {
                             .map(|_| ())
                     } else {
                         let d = &batch.dead[i - normalized.len()];
-                        let rec = dead_letter_record(&self.cfg.kafka.dead_letter_topic, d);
+                        let letter = dead_letter::DeadLetter {
+                            topic: &d.topic,
+                            partition: d.partition,
+                            offset: d.offset,
+                            key: d.key.as_deref(),
+                            payload: &d.payload,
+                            category: d.error.category.as_str(),
+                            field: d.error.field.as_deref(),
+                            message: &d.error.message,
+                        };
+                        let rec = dead_letter::record(&self.cfg.kafka.dead_letter_topic, &letter);
                         producer
                             .send(rec, Duration::from_secs(30))
                             .await
@@ -431,44 +442,5 @@ impl Pipeline {
             pending = failed.into_iter().map(|(i, _)| i).collect();
         }
         Ok(())
-    }
-}
-
-/// The dead-letter record: the original bytes and key, with where they came from and why they were
-/// rejected in headers (`ls.*`).
-fn dead_letter_record<'a>(topic: &'a str, d: &'a DeadLetter) -> FutureRecord<'a, [u8], [u8]> {
-    let partition = d.partition.to_string();
-    let offset = d.offset.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "ls.source_topic",
-            value: Some(d.topic.as_bytes()),
-        })
-        .insert(Header {
-            key: "ls.source_partition",
-            value: Some(partition.as_bytes()),
-        })
-        .insert(Header {
-            key: "ls.source_offset",
-            value: Some(offset.as_bytes()),
-        })
-        .insert(Header {
-            key: "ls.error_category",
-            value: Some(d.error.category.as_str().as_bytes()),
-        })
-        .insert(Header {
-            key: "ls.error_field",
-            value: Some(d.error.field.as_deref().unwrap_or_default().as_bytes()),
-        })
-        .insert(Header {
-            key: "ls.error_message",
-            value: Some(d.error.message.as_bytes()),
-        });
-    let rec = FutureRecord::to(topic)
-        .payload(d.payload.as_slice())
-        .headers(headers);
-    match &d.key {
-        Some(k) => rec.key(k.as_slice()),
-        None => rec,
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod clickhouse;
 pub mod config;
+pub mod dead_letter;
 pub mod signals;
 pub mod telemetry;
 

@@ -1,6 +1,7 @@
 //! End-to-end benchmark: N mixed valid events (all seven topics) produced to the local broker, then
-//! one in-process collector drains them into ClickHouse. Prints events/s and the collector's CPU
-//! seconds. Run through scripts/bench.sh (release build, private stack).
+//! one in-process collector drains them into ClickHouse, then one aggregator, started on that
+//! backlog, catches up (rebuild from ClickHouse + the whole normalized topic). Prints events/s and
+//! CPU seconds of each. Run through scripts/bench.sh (release build, private stack).
 #![allow(missing_docs)]
 
 use leadstream_schemas::SourceKind;
@@ -164,4 +165,50 @@ async fn main() {
     println!("collector drained {n} events into ClickHouse in {elapsed:.1} s: {:.0} events/s, {cpu:.1} CPU-s ({:.1} µs CPU/event)", n as f64 / elapsed, cpu * 1e6 / n as f64);
     println!("lead_events_unique rows: {stored:?} (expected {n})");
     assert_eq!(stored, Some(n), "every event must be stored exactly once");
+
+    // The aggregator was down while all of it arrived: it starts on an N-event backlog.
+    let cfg = w.aggregator_config("bench", &free_addr());
+    let group = cfg.kafka.group_id.clone();
+    let topics = vec![w.normalized_topic(), w.stitch_topic()];
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(leadstream_aggregator::run(cfg, token.clone()));
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let state = tokio::task::spawn_blocking({
+            let (g, t, parts) = (group.clone(), topics.clone(), w.partitions);
+            move || committed_vs_end(&g, &t, parts)
+        })
+        .await
+        .expect("offsets");
+        if state.iter().all(|(_, _, c, e)| (*c).max(0) == *e) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(1800) {
+            panic!("aggregator did not drain within 30 min");
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    token.cancel();
+    task.await
+        .expect("aggregator task")
+        .expect("aggregator run");
+    let rows = query_u64(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT count() FROM stage_transitions FINAL WHERE is_deleted = 0",
+    )
+    .await;
+    let buckets = query_u64(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT (SELECT count() FROM funnel_cohort_minute FINAL WHERE is_deleted = 0) + \
+         (SELECT count() FROM funnel_reach_minute FINAL WHERE is_deleted = 0) + \
+         (SELECT count() FROM funnel_transition_minute FINAL WHERE is_deleted = 0)",
+    )
+    .await;
+    println!("aggregator caught up on a {n}-event backlog (rebuild from ClickHouse + the normalized topic) in {elapsed:.1} s: {:.0} events/s, {cpu:.1} CPU-s", n as f64 / elapsed);
+    println!("stage_transitions rows: {rows:?}, rollup buckets: {buckets:?}");
 }
