@@ -7,7 +7,7 @@ RUN cargo build --release --locked --bins
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY --from=build /src/target/release/leadstream-collector /src/target/release/leadstream-generator /usr/local/bin/
+COPY --from=build /src/target/release/leadstream-collector /src/target/release/leadstream-generator /src/target/release/leadstream-aggregator /usr/local/bin/
 COPY config ./config
 USER nobody
 ENTRYPOINT ["leadstream-collector"]

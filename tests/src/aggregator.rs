@@ -7,9 +7,36 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 
-/// Starts the aggregator binary with a config file (the environment's stack overrides removed).
-pub fn spawn_aggregator(cfg_file: &std::path::Path) -> Child {
-    Command::new(workspace_binary("leadstream-aggregator"))
+/// A child process killed when dropped, so a failing test leaves no aggregator behind to keep
+/// polling the shared stack (or holding the test run's output pipes open).
+pub struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts the aggregator binary with a config file (the environment's stack overrides removed);
+/// `LEADSTREAM_TEST_AGGREGATOR_LOG` sets its `RUST_LOG` (default `warn`).
+pub fn spawn_aggregator(cfg_file: &std::path::Path) -> Running {
+    let child = Command::new(workspace_binary("leadstream-aggregator"))
         .args(["--config", cfg_file.to_str().expect("utf-8")])
         .env_remove("LEADSTREAM_KAFKA__BROKERS")
         .env_remove("LEADSTREAM_CLICKHOUSE__URL")
@@ -20,7 +47,8 @@ pub fn spawn_aggregator(cfg_file: &std::path::Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn aggregator")
+        .expect("spawn aggregator");
+    Running(child)
 }
 
 fn u64s(v: &Value) -> Vec<u64> {

@@ -145,7 +145,7 @@ async fn two_members_answer_like_one_across_a_departure_and_a_return() {
     terminate(&mut b);
 }
 
-fn terminate(child: &mut std::process::Child) {
+fn terminate(child: &mut leadstream_tests::aggregator::Running) {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

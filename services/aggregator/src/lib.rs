@@ -76,10 +76,32 @@ fn consumer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<service::A
     c.create_with_context(service::RebalanceContext::default())
 }
 
+/// librdkafka consumer properties a user may set in `kafka.properties`.
+const CONSUMER_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.commit.interval.ms",
+    "enable.auto.commit",
+    "auto.offset.reset",
+    "fetch.wait.max.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "group.instance.id",
+    "group.protocol",
+    "isolation.level",
+];
+
 fn producer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
     let mut c = cfg
         .properties
         .client_config(&cfg.brokers, cfg.sasl_password.as_ref());
+    // The properties are shared with the consumer; consumer-only ones would only draw
+    // configuration warnings here.
+    for k in CONSUMER_ONLY {
+        c.remove(k);
+    }
     // Keyed like the normalized topic, so a recheck lands on the partition of its lead.
     c.set("partitioner", "murmur2_random");
     cfg.properties
