@@ -11,7 +11,7 @@ use crate::funnel::{Funnel, Funnels, Target};
 use crate::machine::{replay, rule_reason, Kind, Path, Reason, Step};
 use crate::rollup::{
     minute_seconds, reason_of, stage_of, Attribution, CohortRollupRow, Contribution,
-    ReachRollupRow, Rollups, Scope, TransitionRollupRow,
+    ReachRollupRow, Rollups, TransitionRollupRow,
 };
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use leadstream_schemas::partition::kafka_partition;
@@ -162,7 +162,7 @@ struct Published {
     fingerprint: u64,
     transitions: u16,
     /// What the lead adds to the rollups (taken back when the lead changes).
-    contribution: Option<Box<Contribution>>,
+    contribution: Option<Contribution>,
 }
 
 #[derive(Debug, Default)]
@@ -189,8 +189,9 @@ struct Device {
     /// For a device this instance owns, every touch consumed; for another instance's device
     /// that an owned lead claims, the touches last read from ClickHouse.
     touches: Vec<CompactEvent>,
-    /// The earliest claim; claims are never withdrawn, so only the earliest matters.
-    owner: Option<Claim>,
+    /// The earliest claim; claims are never withdrawn, so only the earliest matters. Boxed:
+    /// most devices are never claimed, and every map slot pays for the inline size.
+    owner: Option<Box<Claim>>,
 }
 
 impl Device {
@@ -217,7 +218,7 @@ impl Device {
             .as_ref()
             .is_none_or(|o| (c.time_ms, c.id) < (o.time_ms, o.id))
         {
-            self.owner = Some(c);
+            self.owner = Some(Box::new(c));
         }
     }
 }
@@ -728,9 +729,12 @@ impl Engine {
         let dirty: Vec<SmolStr> = self.dirty.drain().collect();
         let mut merged = Vec::new();
         for key in dirty {
-            let Some(lead) = self.leads.get(&key) else {
+            let Some(lead) = self.leads.get_mut(&key) else {
                 continue;
             };
+            // Taken, not cloned: a clone would copy every funnel's rollup contribution.
+            let mut published = std::mem::take(&mut lead.published);
+            let lead = &*lead;
             merged.clear();
             merged.extend_from_slice(&lead.events);
             for d in &lead.devices {
@@ -744,11 +748,10 @@ impl Engine {
             let gone = merged.is_empty();
             let attribution = attribute(&merged);
             let partition = self.own.partition(&key) as u16;
-            let mut published = if lead.published.is_empty() {
-                vec![Published::default(); self.funnels.funnels.len()].into_boxed_slice()
-            } else {
-                lead.published.clone()
-            };
+            if published.is_empty() {
+                published =
+                    vec![Published::default(); self.funnels.funnels.len()].into_boxed_slice();
+            }
             for (fi, funnel) in self.funnels.funnels.iter().enumerate() {
                 let path = replay(funnel, merged.iter().map(CompactEvent::step));
                 let fingerprint = fingerprint(&path, attribution, &merged);
@@ -758,18 +761,13 @@ impl Engine {
                 {
                     continue;
                 }
-                let scope = Scope {
-                    partition,
-                    funnel: fi as u8,
-                    attribution,
-                };
-                let contribution = Contribution::of(scope, &path).map(Box::new);
+                let contribution = Contribution::of(attribution, &path);
                 if contribution != old.contribution {
                     if let Some(c) = &old.contribution {
-                        self.rollups.apply(c, -1);
+                        self.rollups.apply(partition, fi as u8, c, -1);
                     }
                     if let Some(c) = &contribution {
-                        self.rollups.apply(c, 1);
+                        self.rollups.apply(partition, fi as u8, c, 1);
                     }
                 }
                 let old_transitions = old.transitions;

@@ -118,58 +118,56 @@ pub struct TransitionKey {
     pub reason: u32,
 }
 
-/// One transition as a contribution keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Step {
-    minute: i32,
-    reason: u32,
-    kind: u8,
-    from: u8,
-    to: u8,
-}
-
-/// What one lead adds to the rollups of one funnel; kept so it can be taken back.
+/// What one lead adds to the rollups of one funnel; kept so it can be taken back. One
+/// allocation of 32-bit words (memory per lead is what limits scale):
+/// `[started minute, first | last << 16, variant | furthest << 16 | current_index << 24,
+///   current | lost << 8 | reaches << 9 | steps << 16, reach minutes…, (minute, reason,
+///   kind | from << 8 | to << 16) per step…]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contribution {
-    scope: Scope,
-    started: i32,
-    furthest: i8,
-    current_index: i8,
-    current: u8,
-    lost: bool,
-    /// First-reach minute per main stage up to the furthest.
-    reaches: Box<[i32]>,
-    steps: Box<[Step]>,
-}
+pub struct Contribution(Box<[u32]>);
+
+const HEADER: usize = 4;
 
 impl Contribution {
     /// The contribution of a path (`None` when the lead never entered the funnel).
-    pub fn of(scope: Scope, path: &Path) -> Option<Self> {
-        let first = path.transitions.first()?;
-        Some(Self {
-            scope,
-            started: minute(first.time_ms),
-            furthest: path.furthest.map_or(-1, |f| f as i8),
-            current_index: path.current.map_or(-1, |c| c as i8),
-            current: stage_code(
-                path.special
-                    .map(Target::Special)
-                    .or(path.current.map(Target::Main)),
-            ),
-            lost: path.lost,
-            reaches: path.reached_at.iter().map(|t| minute(*t)).collect(),
-            steps: path
-                .transitions
-                .iter()
-                .map(|t| Step {
-                    minute: minute(t.time_ms),
-                    reason: reason_code(t.reason),
-                    kind: Kind::ALL.iter().position(|k| *k == t.kind).unwrap_or(0) as u8,
-                    from: stage_code(t.from),
-                    to: stage_code(t.to),
-                })
-                .collect(),
-        })
+    pub fn of((first, last, variant): Attribution, path: &Path) -> Option<Self> {
+        let start = path.transitions.first()?;
+        // Main stages are at most 127 (stage codes); transitions are capped like the rows.
+        let reaches = path.reached_at.len().min(127);
+        let steps = path.transitions.len().min(u16::MAX as usize);
+        let mut w = Vec::with_capacity(HEADER + reaches + 3 * steps);
+        let byte = |v: i8| u32::from(v as u8);
+        w.push(minute(start.time_ms) as u32);
+        w.push(u32::from(first) | u32::from(last) << 16);
+        w.push(
+            u32::from(variant)
+                | byte(path.furthest.map_or(-1, |f| f as i8)) << 16
+                | byte(path.current.map_or(-1, |c| c as i8)) << 24,
+        );
+        let current = stage_code(
+            path.special
+                .map(Target::Special)
+                .or(path.current.map(Target::Main)),
+        );
+        w.push(
+            u32::from(current)
+                | u32::from(path.lost) << 8
+                | (reaches as u32) << 9
+                | (steps as u32) << 16,
+        );
+        w.extend(path.reached_at[..reaches].iter().map(|t| minute(*t) as u32));
+        for t in &path.transitions[..steps] {
+            let kind = Kind::ALL.iter().position(|k| *k == t.kind).unwrap_or(0) as u32;
+            w.push(minute(t.time_ms) as u32);
+            w.push(reason_code(t.reason));
+            w.push(kind | u32::from(stage_code(t.from)) << 8 | u32::from(stage_code(t.to)) << 16);
+        }
+        Some(Self(w.into_boxed_slice()))
+    }
+
+    fn attribution(&self) -> Attribution {
+        let w = &self.0;
+        (w[1] as u16, (w[1] >> 16) as u16, w[2] as u16)
     }
 }
 
@@ -218,42 +216,49 @@ fn drain_dirty<K: Copy + std::hash::Hash + Eq>(map: &mut HashMap<K, Cell>) -> Ve
 }
 
 impl Rollups {
-    /// Adds (`sign` 1) or takes back (`sign` -1) a lead's contribution.
-    pub fn apply(&mut self, c: &Contribution, sign: i64) {
-        let scope = c.scope;
+    /// Adds (`sign` 1) or takes back (`sign` -1) a lead's contribution to funnel `funnel`;
+    /// `partition` is the lead key's.
+    pub fn apply(&mut self, partition: u16, funnel: u8, c: &Contribution, sign: i64) {
+        let w = &c.0;
+        let scope = Scope {
+            partition,
+            funnel,
+            attribution: c.attribution(),
+        };
+        let (reaches, steps) = ((w[3] >> 9 & 0x7f) as usize, (w[3] >> 16) as usize);
         add(
             &mut self.cohort,
             CohortKey {
                 scope,
-                minute: c.started,
-                furthest: c.furthest,
-                current_index: c.current_index,
-                current: c.current,
-                lost: c.lost,
+                minute: w[0] as i32,
+                furthest: (w[2] >> 16) as u8 as i8,
+                current_index: (w[2] >> 24) as u8 as i8,
+                current: w[3] as u8,
+                lost: (w[3] >> 8) & 1 == 1,
             },
             sign,
         );
-        for (stage, minute) in c.reaches.iter().enumerate() {
+        for (stage, minute) in w[HEADER..HEADER + reaches].iter().enumerate() {
             add(
                 &mut self.reach,
                 ReachKey {
                     scope,
-                    minute: *minute,
+                    minute: *minute as i32,
                     stage: stage as u8,
                 },
                 sign,
             );
         }
-        for s in c.steps.iter() {
+        for s in w[HEADER + reaches..HEADER + reaches + 3 * steps].chunks_exact(3) {
             add(
                 &mut self.transitions,
                 TransitionKey {
                     scope,
-                    minute: s.minute,
-                    kind: s.kind,
-                    from: s.from,
-                    to: s.to,
-                    reason: s.reason,
+                    minute: s[0] as i32,
+                    kind: s[2] as u8,
+                    from: (s[2] >> 8) as u8,
+                    to: (s[2] >> 16) as u8,
+                    reason: s[1],
                 },
                 sign,
             );
