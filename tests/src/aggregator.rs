@@ -1,8 +1,9 @@
 //! Aggregator helpers shared by the end-to-end tests: the binary, and every API view compared
 //! with the generator's truth.
 
-use crate::{http_get_json, workspace_binary};
+use crate::{http_get_json, output_dir, unique, workspace_binary, World};
 use leadstream_generator::truth::{Cell, FunnelTruth, Truth};
+use leadstream_generator::{run, Destination, RunOptions};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -165,4 +166,43 @@ pub async fn api_matches_truth(addr: &str, truth: &Truth) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// Generates `leads` leads with `seed` into the world's topics, with late, duplicate and
+/// poison shares; the truth also goes to `<name>.truth.json` in the output folder.
+pub async fn generate(
+    w: &World,
+    name: &str,
+    seed: u64,
+    leads: u64,
+    (late, duplicate, poison): (f64, f64, f64),
+) -> Truth {
+    let mut g = w.generator_config(seed, leads);
+    g.realism.late_share = late;
+    g.realism.duplicate_share = duplicate;
+    g.realism.poison_share = poison;
+    run(
+        g,
+        RunOptions {
+            destination: Destination::Kafka,
+            truth_file: Some(output_dir().join(format!("{name}.truth.json"))),
+            progress: false,
+        },
+        Default::default(),
+    )
+    .await
+    .expect("generator run")
+    .truth
+}
+
+/// Writes `cfg` to a fresh config file for the aggregator binary.
+pub fn config_file(
+    cfg: &leadstream_aggregator::AggregatorConfig,
+    name: &str,
+) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("aggregator.yaml");
+    std::fs::write(&file, serde_json::to_string(cfg).expect("json")).expect("config");
+    file
 }

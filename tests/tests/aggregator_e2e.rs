@@ -3,8 +3,7 @@
 //! says, with the aggregator killed (-9) mid-stream and restarted on the way.
 #![allow(missing_docs)]
 
-use leadstream_generator::{run, Destination, RunOptions};
-use leadstream_tests::aggregator::{api_matches_truth, spawn_aggregator};
+use leadstream_tests::aggregator::{api_matches_truth, config_file, generate, spawn_aggregator};
 use leadstream_tests::*;
 use serde_json::Value;
 use std::process::Command;
@@ -13,22 +12,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_run_answers_equal_the_truth_across_a_kill_9() {
     let w = World::new("aggregator", 3).await;
-    let mut g = w.generator_config(2027, 20_000);
-    g.realism.late_share = 0.1;
-    g.realism.duplicate_share = 0.05;
-    g.realism.poison_share = 0.03;
-    let report = run(
-        g,
-        RunOptions {
-            destination: Destination::Kafka,
-            truth_file: Some(output_dir().join("aggregator_e2e.truth.json")),
-            progress: false,
-        },
-        Default::default(),
-    )
-    .await
-    .expect("generator run");
-    let truth = report.truth;
+    let truth = generate(&w, "aggregator_e2e", 2027, 20_000, (0.1, 0.05, 0.03)).await;
     let m = &truth.messages;
     assert!(
         m.valid > 80_000 && m.late > 4000 && m.duplicates > 2000 && m.poison > 1000,
@@ -38,10 +22,7 @@ async fn seeded_run_answers_equal_the_truth_across_a_kill_9() {
     let addr = free_addr();
     let cfg = w.aggregator_config("main", &addr);
     let group = cfg.kafka.group_id.clone();
-    let dir = std::env::temp_dir().join(unique("aggregator"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cfg_file = dir.join("aggregator.yaml");
-    std::fs::write(&cfg_file, serde_json::to_string(&cfg).expect("json")).expect("config");
+    let cfg_file = config_file(&cfg, "aggregator");
 
     // First instance: consuming live while the collector works; killed with SIGKILL mid-stream.
     let mut first = spawn_aggregator(&cfg_file);

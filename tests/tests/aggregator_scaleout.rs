@@ -5,46 +5,20 @@
 //! (aggregator_e2e, with a kill -9).
 #![allow(missing_docs)]
 
-use leadstream_generator::{run, Destination, RunOptions};
-use leadstream_tests::aggregator::{api_matches_truth, spawn_aggregator};
+use leadstream_tests::aggregator::{api_matches_truth, config_file, generate, spawn_aggregator};
 use leadstream_tests::*;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-
-fn config_file(w: &World, listen: &str, name: &str) -> PathBuf {
-    let cfg = w.aggregator_config("members", listen);
-    let dir = std::env::temp_dir().join(unique(name));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let file = dir.join("aggregator.yaml");
-    std::fs::write(&file, serde_json::to_string(&cfg).expect("json")).expect("config");
-    file
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_answer_like_one_across_a_departure_and_a_return() {
     let w = World::new("scaleout", 4).await;
-    let mut g = w.generator_config(4242, 3000);
-    g.realism.late_share = 0.1;
-    g.realism.duplicate_share = 0.05;
-    g.realism.poison_share = 0.02;
-    let report = run(
-        g,
-        RunOptions {
-            destination: Destination::Kafka,
-            truth_file: Some(output_dir().join("aggregator_scaleout.truth.json")),
-            progress: false,
-        },
-        Default::default(),
-    )
-    .await
-    .expect("generator run");
-    let truth = report.truth;
+    let truth = generate(&w, "aggregator_scaleout", 4242, 3000, (0.1, 0.05, 0.02)).await;
     let url = clickhouse_url();
     let (addr_a, addr_b) = (free_addr(), free_addr());
     let (file_a, file_b) = (
-        config_file(&w, &addr_a, "member-a"),
-        config_file(&w, &addr_b, "member-b"),
+        config_file(&w.aggregator_config("members", &addr_a), "member-a"),
+        config_file(&w.aggregator_config("members", &addr_b), "member-b"),
     );
     let group = w.aggregator_config("members", &addr_a).kafka.group_id;
 

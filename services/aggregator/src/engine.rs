@@ -225,6 +225,9 @@ impl Device {
 
 const DEVICE_PREFIX: &str = "device:";
 
+/// Capacity the dirty set keeps between flushes (a regular flush's worth of leads).
+const DIRTY_KEPT: usize = 8192;
+
 /// The lead key of a device no signup claimed.
 pub fn device_lead(device: &str) -> String {
     format!("{DEVICE_PREFIX}{device}")
@@ -727,6 +730,10 @@ impl Engine {
             ..Output::default()
         };
         let dirty: Vec<SmolStr> = self.dirty.drain().collect();
+        // The first flush after a rebuild holds every lead; do not keep that capacity around.
+        if self.dirty.capacity() > 4 * DIRTY_KEPT {
+            self.dirty.shrink_to(DIRTY_KEPT);
+        }
         let mut merged = Vec::new();
         for key in dirty {
             let Some(lead) = self.leads.get_mut(&key) else {
