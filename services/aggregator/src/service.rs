@@ -209,6 +209,7 @@ impl Service<'_> {
         let started = Instant::now();
         let lateness =
             i64::try_from(self.cfg.state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+        let stale_version = versions.issue();
         // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
         let rebuilt = with_retry("rebuild", give_up, || async {
             store::rebuild(
@@ -216,6 +217,7 @@ impl Service<'_> {
                 self.funnels.clone(),
                 lateness,
                 own.clone(),
+                stale_version,
             )
             .await
             .map_err(|e| SinkError::Transient(e.to_string()))
@@ -225,17 +227,7 @@ impl Service<'_> {
             None => return Ok(Rebuild::Stopped),
             Some(r) => r?,
         };
-        let mut stale = rebuilt.stale_rollups;
-        let version = versions.issue();
-        for r in &mut stale.cohort_rollup {
-            r.version = version;
-        }
-        for r in &mut stale.reach_rollup {
-            r.version = version;
-        }
-        for r in &mut stale.transition_rollup {
-            r.version = version;
-        }
+        let stale = rebuilt.stale_rollups;
         match with_retry("write", give_up, || write(self.sink, &stale)).await {
             None => return Ok(Rebuild::Stopped),
             Some(r) => r?,
@@ -420,8 +412,12 @@ impl Service<'_> {
         let received = chrono::Utc::now().timestamp_millis();
         match payload.map(serde_json::from_slice::<NormalizedEvent>) {
             Some(Ok(e)) => {
-                if engine.ownership().partition(&e.lead_key()) as i32 != m.partition() {
-                    events::misrouted(&e.lead_key(), m.partition());
+                // With one partition every key is where it belongs (no key to build per event).
+                if engine.ownership().partitions() > 1 {
+                    let key = e.lead_key();
+                    if engine.ownership().partition(&key) as i32 != m.partition() {
+                        events::misrouted(&key, m.partition());
+                    }
                 }
                 match engine.ingest(&e, received) {
                     Ingested::Duplicate => events::event_processed(true, false, false, false),
@@ -521,10 +517,10 @@ impl Service<'_> {
     /// Produces the unreadable messages to the dead-letter topic and waits for the
     /// acknowledgements.
     async fn send_dead_letters(&self, dead: &[Unreadable]) -> Result<(), SinkError> {
-        let deliveries: Vec<_> = dead
-            .iter()
-            .map(|u| {
-                let letter = dead_letter::DeadLetter {
+        let records = dead.iter().map(|u| {
+            dead_letter::record(
+                &self.cfg.kafka.dead_letter_topic,
+                &dead_letter::DeadLetter {
                     topic: &u.topic,
                     partition: u.partition,
                     offset: u.offset,
@@ -533,21 +529,10 @@ impl Service<'_> {
                     category: "unreadable",
                     field: None,
                     message: &u.error,
-                };
-                self.producer.send(
-                    dead_letter::record(&self.cfg.kafka.dead_letter_topic, &letter),
-                    Duration::from_secs(10),
-                )
-            })
-            .collect();
-        for d in futures::future::join_all(deliveries).await {
-            if let Err((e, _)) = d {
-                return Err(SinkError::Transient(format!(
-                    "producing a dead letter: {e}"
-                )));
-            }
-        }
-        Ok(())
+                },
+            )
+        });
+        self.produce_all("a dead letter", records).await
     }
 
     /// Produces one recheck message per lead and waits for every acknowledgement.
@@ -561,21 +546,26 @@ impl Service<'_> {
                 .unwrap_or_default()
             })
             .collect();
-        let deliveries: Vec<_> = keys
-            .iter()
-            .zip(&payloads)
-            .map(|(k, p)| {
-                self.producer.send(
-                    FutureRecord::to(&self.cfg.kafka.stitch_topic)
-                        .key(k.as_bytes())
-                        .payload(p.as_slice()),
-                    Duration::from_secs(10),
-                )
-            })
+        let records = keys.iter().zip(&payloads).map(|(k, p)| {
+            FutureRecord::to(&self.cfg.kafka.stitch_topic)
+                .key(k.as_bytes())
+                .payload(p.as_slice())
+        });
+        self.produce_all("a recheck", records).await
+    }
+
+    /// Sends every record and waits for all acknowledgements; a failure is transient (retried).
+    async fn produce_all<'a>(
+        &self,
+        what: &str,
+        records: impl Iterator<Item = FutureRecord<'a, [u8], [u8]>>,
+    ) -> Result<(), SinkError> {
+        let deliveries: Vec<_> = records
+            .map(|r| self.producer.send(r, Duration::from_secs(10)))
             .collect();
         for d in futures::future::join_all(deliveries).await {
             if let Err((e, _)) = d {
-                return Err(SinkError::Transient(format!("producing a recheck: {e}")));
+                return Err(SinkError::Transient(format!("producing {what}: {e}")));
             }
         }
         Ok(())

@@ -126,10 +126,11 @@ where
         .await
 }
 
-/// Tombstones of the live rollup buckets of the owned partitions.
+/// Tombstones, with `version`, of the live rollup buckets of the owned partitions.
 async fn stale_rollups(
     client: &Client,
     own: &Ownership,
+    version: u64,
 ) -> Result<Output, clickhouse::error::Error> {
     let mut out = Output {
         cohort_rollup: live(client, "funnel_cohort_minute", own).await?,
@@ -138,28 +139,30 @@ async fn stale_rollups(
         ..Output::default()
     };
     for r in &mut out.cohort_rollup {
-        (r.leads, r.is_deleted) = (0, 1);
+        (r.leads, r.is_deleted, r.version) = (0, 1, version);
     }
     for r in &mut out.reach_rollup {
-        (r.leads, r.is_deleted) = (0, 1);
+        (r.leads, r.is_deleted, r.version) = (0, 1, version);
     }
     for r in &mut out.transition_rollup {
-        (r.transitions, r.is_deleted) = (0, 1);
+        (r.transitions, r.is_deleted, r.version) = (0, 1, version);
     }
     Ok(out)
 }
 
 /// A new engine holding the published rows and stored events of the leads `own` names, and what
-/// stitching needs of other instances' devices.
+/// stitching needs of other instances' devices; the stale rollup tombstones carry
+/// `stale_version`, which must be older than the engine's first flush.
 pub async fn rebuild(
     client: &Client,
     funnels: Arc<Funnels>,
     lateness_ms: i64,
     own: Ownership,
+    stale_version: u64,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
     let mut done = Rebuilt {
-        stale_rollups: stale_rollups(client, &own).await?,
+        stale_rollups: stale_rollups(client, &own, stale_version).await?,
         ..Rebuilt::default()
     };
     // Transitions are written before lead rows, so a crash between the two leaves live
