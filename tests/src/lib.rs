@@ -438,6 +438,15 @@ pub async fn read_topic(
     count: usize,
     limit: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
+    read_topic_until(topic, limit, |m| m.len() >= count).await
+}
+
+/// Reads `topic` from the beginning until `done` holds for what was read (or `limit` passes).
+pub async fn read_topic_until(
+    topic: &str,
+    limit: Duration,
+    done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     let c: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -449,7 +458,7 @@ pub async fn read_topic(
     c.subscribe(&[topic]).expect("subscribe");
     let mut out = Vec::new();
     let start = Instant::now();
-    while out.len() < count && start.elapsed() < limit {
+    while !done(&out) && start.elapsed() < limit {
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
             out.push(m.detach());
         }

@@ -288,27 +288,25 @@ async fn a_dozen_leads_give_the_answers_worked_out_by_hand() {
     for (topic, bytes) in &junk {
         produce(&p, topic, Some("junk"), bytes).await;
     }
-    let letters = eventually(
-        Duration::from_secs(60),
-        || async {
-            let all = read_topic(&w.dead_letter_topic(), 2, Duration::from_secs(5)).await;
-            Some(
-                all.into_iter()
-                    .filter(|m| header(m, "ls.error_category") == "unreadable")
-                    .map(|m| {
-                        use rdkafka::message::Message;
-                        (
-                            header(&m, "ls.source_topic"),
-                            m.payload().unwrap_or_default().to_vec(),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        },
-        |v| v.len() == 2,
-    )
-    .await
-    .expect("dead letters");
+    let unreadable = |ms: &[rdkafka::message::OwnedMessage]| -> Vec<(String, Vec<u8>)> {
+        use rdkafka::message::Message;
+        ms.iter()
+            .filter(|m| header(m, "ls.error_category") == "unreadable")
+            .map(|m| {
+                (
+                    header(m, "ls.source_topic"),
+                    m.payload().unwrap_or_default().to_vec(),
+                )
+            })
+            .collect()
+    };
+    let all = read_topic_until(&w.dead_letter_topic(), Duration::from_secs(60), |ms| {
+        let got = unreadable(ms);
+        junk.iter()
+            .all(|(t, b)| got.contains(&(t.clone(), b.to_vec())))
+    })
+    .await;
+    let letters = unreadable(&all);
     for (topic, bytes) in &junk {
         assert!(
             letters.contains(&(topic.clone(), bytes.to_vec())),
