@@ -663,10 +663,7 @@ impl Engine {
             let mut fresh: Vec<CompactEvent> = Vec::with_capacity(touches.len());
             for e in touches {
                 let c = self.compact(e, Role::Touch);
-                let pos = fresh.partition_point(|x| x.key() < c.key());
-                if !fresh.iter().any(|x| x.id == c.id) {
-                    fresh.insert(pos, c);
-                }
+                insert_sorted(&mut fresh, c);
             }
             let dev = self.devices.entry(lookup.device.clone()).or_default();
             let same = dev.touches.len() == fresh.len()

@@ -51,7 +51,12 @@ pub struct ReadModel {
 }
 
 /// Keeps the newest version per key (what `FINAL` shows).
-fn replace<R>(map: &mut HashMap<String, R>, key: String, row: R, version: impl Fn(&R) -> u64) {
+fn replace<K: std::hash::Hash + Eq, R>(
+    map: &mut HashMap<K, R>,
+    key: K,
+    row: R,
+    version: impl Fn(&R) -> u64,
+) {
     match map.get(&key) {
         Some(old) if version(old) > version(&row) => {}
         _ => {
@@ -110,21 +115,11 @@ impl ReadModel {
         }
         for r in out.transitions {
             let k = (r.funnel.clone(), r.lead_id.clone(), r.seq);
-            match self.transitions.get(&k) {
-                Some(old) if old.version > r.version => {}
-                _ => {
-                    self.transitions.insert(k, r);
-                }
-            }
+            replace(&mut self.transitions, k, r, |r| r.version);
         }
         for r in out.leads {
             let k = (r.funnel.clone(), r.lead_id.clone());
-            match self.leads.get(&k) {
-                Some(old) if old.version > r.version => {}
-                _ => {
-                    self.leads.insert(k, r);
-                }
-            }
+            replace(&mut self.leads, k, r, |r| r.version);
         }
     }
 
