@@ -520,6 +520,13 @@ impl World {
             .properties
             .0
             .insert("auto.commit.interval.ms".into(), "500".into());
+        // The rebalance timeout a joining member announces: how long the coordinator waits for
+        // members it still knows (a killed predecessor) to rejoin. The default 300 s outlasts
+        // the tests' waits; a member that was SIGKILLed otherwise holds up the next start.
+        c.kafka
+            .properties
+            .0
+            .insert("max.poll.interval.ms".into(), "30000".into());
         c.clickhouse.url = clickhouse_url();
         c.clickhouse.database = self.database.clone();
         c.funnels.file = repo_root().join("config/funnel.yaml");
