@@ -1,7 +1,9 @@
 //! Stage-machine figures (no assertions): events/s through the engine on one core, with the
 //! replays and row building of regular flushes, and memory per tracked lead.
 //!
-//! `cargo bench -p leadstream-aggregator --bench machine [-- LEADS]` (default 50000 leads).
+//! `cargo bench -p leadstream-aggregator --bench machine [-- LEADS]` (default 50000 leads). The
+//! memory figure includes the flush's working buffers (about 1 MiB, not growing with leads), so
+//! a larger LEADS shows the state per lead alone.
 
 use leadstream_aggregator::{Engine, Funnels};
 use leadstream_generator::{GeneratorConfig, Label, Schedule};
@@ -96,6 +98,19 @@ fn main() {
         live as f64 / held as f64,
         (after.saturating_sub(before)) as f64 / 1048576.0,
         after.saturating_sub(before) as f64 / held as f64
+    );
+    let f = engine.footprint();
+    let per = |b: usize| b as f64 / held as f64;
+    println!(
+        "    per lead: lead slots {:.0}, device slots {:.0}, events {:.0}, claims {:.0}, \
+         rollup tables {:.0} ({} buckets), pending {:.0}",
+        per(f.lead_slots),
+        per(f.device_slots),
+        per(f.events),
+        per(f.claims),
+        per(f.rollups),
+        engine.rollup_buckets(),
+        per(f.pending)
     );
     drop(engine);
 

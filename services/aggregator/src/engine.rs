@@ -8,9 +8,9 @@
 //! corrected in place.
 
 use crate::funnel::{Funnel, Funnels, Target};
-use crate::machine::{replay, rule_reason, Kind, Path, Reason, Step};
+use crate::machine::{replay_into, rule_reason, Kind, Path, Reason, Step};
 use crate::rollup::{
-    minute_seconds, reason_of, stage_of, Attribution, CohortRollupRow, Contribution,
+    minute_seconds, reason_of, stage_of, write_contribution, Attribution, CohortRollupRow,
     ReachRollupRow, Rollups, TransitionRollupRow,
 };
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
@@ -19,7 +19,7 @@ use leadstream_schemas::{EventType, NormalizedEvent};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use smallvec::SmallVec;
 use smol_str::SmolStr;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 /// Breakdown value for a lead without a channel or a variant (matches the generator's truth).
@@ -90,35 +90,97 @@ enum Role {
     Other,
 }
 
-/// One event as the engine keeps it: 40 bytes.
+impl Role {
+    fn of(t: EventType) -> Self {
+        match t {
+            EventType::Exposure | EventType::Click => Role::Touch,
+            EventType::Signup => Role::Signup,
+            _ => Role::Other,
+        }
+    }
+}
+
+/// One event as the engine keeps it: 32 bytes, since events are most of the memory per lead.
 #[derive(Debug, Clone, Copy)]
 struct CompactEvent {
-    time_ms: i64,
+    /// Event time in epoch ms shifted left 16 (the contract bounds it to 2000..2100, far inside
+    /// 48 bits), then the role (8 bits) and the index in `EventType::ALL` (8 bits).
+    packed: i64,
     /// The 128-bit event id (32 hex characters by the collector's contract).
     id: [u64; 2],
-    /// Which rules of which funnels match it.
-    rules: u64,
+    /// Which rules of which funnels match it, interned (see [`Masks`]).
+    rules: u16,
     channel: u16,
     variant: u16,
     reason: u16,
-    event_type: u8,
-    role: Role,
 }
 
+const _: () = assert!(std::mem::size_of::<CompactEvent>() == 32);
+
 impl CompactEvent {
+    fn time_ms(&self) -> i64 {
+        self.packed >> 16
+    }
+
+    fn role(&self) -> Role {
+        match (self.packed >> 8) as u8 {
+            0 => Role::Touch,
+            1 => Role::Signup,
+            _ => Role::Other,
+        }
+    }
+
+    fn event_type(&self) -> EventType {
+        EventType::ALL[(self.packed as u8 as usize).min(EventType::ALL.len() - 1)]
+    }
+
     fn key(&self) -> (i64, [u64; 2]) {
-        (self.time_ms, self.id)
+        (self.packed >> 16, self.id)
     }
 
     fn event_id(&self) -> String {
         format!("{:016x}{:016x}", self.id[0], self.id[1])
     }
 
-    fn step(&self) -> Step {
+    fn step(&self, masks: &Masks) -> Step {
         Step {
-            time_ms: self.time_ms,
-            rules: self.rules,
+            time_ms: self.time_ms(),
+            rules: masks.get(self),
             reason: self.reason,
+        }
+    }
+}
+
+/// Rule-match masks interned to 16 bits: a configuration has up to 64 rules, but its events
+/// match few distinct sets of them. Events beyond 65535 distinct sets keep theirs by event id.
+#[derive(Debug, Default)]
+struct Masks {
+    list: Vec<u64>,
+    index: HashMap<u64, u16>,
+    overflow: HashMap<[u64; 2], u64>,
+}
+
+const MASK_OVERFLOW: u16 = u16::MAX;
+
+impl Masks {
+    fn intern(&mut self, mask: u64, id: [u64; 2]) -> u16 {
+        if let Some(&i) = self.index.get(&mask) {
+            return i;
+        }
+        if self.list.len() >= MASK_OVERFLOW as usize {
+            self.overflow.insert(id, mask);
+            return MASK_OVERFLOW;
+        }
+        let i = self.list.len() as u16;
+        self.list.push(mask);
+        self.index.insert(mask, i);
+        i
+    }
+
+    fn get(&self, e: &CompactEvent) -> u64 {
+        match self.list.get(e.rules as usize) {
+            Some(&m) => m,
+            None => self.overflow.get(&e.id).copied().unwrap_or_default(),
         }
     }
 }
@@ -156,24 +218,55 @@ fn insert_sorted(v: &mut Vec<CompactEvent>, c: CompactEvent) -> Option<usize> {
     Some(pos)
 }
 
-/// What was last written for a lead in one funnel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What is written for a lead in one funnel: the replay of its inputs at the last flush.
+#[derive(Debug, Clone, Default)]
 struct Published {
     fingerprint: u64,
     transitions: u16,
-    /// What the lead adds to the rollups (taken back when the lead changes).
-    contribution: Option<Contribution>,
+    /// What the lead adds to the rollups (taken back when the lead changes): a range of
+    /// [`Snapshots::words`].
+    words: std::ops::Range<u32>,
 }
 
+/// Never published: no rows, no rollup contribution.
+const NEVER_PUBLISHED: Published = Published {
+    fingerprint: 0,
+    transitions: 0,
+    words: 0..0,
+};
+
+/// Index in `dirty` of a lead that never published anything.
+const NEVER: u32 = u32::MAX;
+
+/// What the leads of the next flush published, one `Published` per funnel each, in two buffers
+/// kept across flushes (no allocation per lead).
+#[derive(Debug, Default)]
+struct Snapshots {
+    published: Vec<Published>,
+    words: Vec<u32>,
+}
+
+impl Snapshots {
+    fn of(&self, at: u32, funnel: usize) -> (&Published, &[u32]) {
+        if at == NEVER {
+            return (&NEVER_PUBLISHED, &[]);
+        }
+        let p = &self.published[at as usize + funnel];
+        (p, &self.words[p.words.start as usize..p.words.end as usize])
+    }
+}
+
+/// A lead with events of its own. A device lead that only has anonymous touches has no entry
+/// (it is the device's touches while no signup claims them): that is most anonymous visitors,
+/// and an entry would double what they cost.
 #[derive(Debug, Default)]
 struct Lead {
     /// The lead's own events (everything but anonymous touches), sorted.
     events: Vec<CompactEvent>,
     /// Devices whose anonymous touches may belong to this lead: the devices its signups name
-    /// (the touches count where its claim is the earliest), or its own device for a device lead.
+    /// (the touches count where its claim is the earliest). A device lead's own device is implied
+    /// by its key.
     devices: SmallVec<[SmolStr; 1]>,
-    /// Per funnel, in `Funnels` order; empty until first published.
-    published: Box<[Published]>,
 }
 
 /// A signup that names a device; the earliest (by time, then event id) owns the device.
@@ -212,13 +305,23 @@ impl Device {
         }
     }
 
-    fn claim(&mut self, c: Claim) {
-        if self
-            .owner
+    /// Whether `c` is earlier than the current owner's claim (and so takes the device).
+    fn won_by(&self, c: &Claim) -> bool {
+        self.owner
             .as_ref()
             .is_none_or(|o| (c.time_ms, c.id) < (o.time_ms, o.id))
-        {
-            self.owner = Some(Box::new(c));
+    }
+
+    /// Whether the device is its own lead by its touches alone: touched, never claimed.
+    fn holds_own(&self) -> bool {
+        self.owner.is_none() && !self.touches.is_empty()
+    }
+
+    /// The lead holding the touches once the device has one: the owner, else the device itself.
+    fn holder_with_touches(&self, device: &str) -> SmolStr {
+        match &self.owner {
+            Some(c) => c.lead.clone(),
+            None => device_lead(device).into(),
         }
     }
 }
@@ -373,13 +476,44 @@ pub struct Output {
     pub transition_rollup: Vec<TransitionRollupRow>,
 }
 
+/// Bytes per part of the engine's state (see [`Engine::footprint`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Footprint {
+    /// Lead table slots (key and lead inline).
+    pub lead_slots: usize,
+    /// Device table slots.
+    pub device_slots: usize,
+    /// Compact events of leads and devices.
+    pub events: usize,
+    /// Device claims.
+    pub claims: usize,
+    /// Rollup bucket tables.
+    pub rollups: usize,
+    /// Leads waiting for the next flush, with what they published.
+    pub pending: usize,
+}
+
 /// The aggregator's state machine over all leads.
 pub struct Engine {
     funnels: Arc<Funnels>,
     symbols: Symbols,
+    masks: Masks,
     leads: HashMap<SmolStr, Lead>,
     devices: HashMap<SmolStr, Device>,
-    dirty: HashSet<SmolStr>,
+    /// Device leads held without an entry in `leads` (see [`Lead`]).
+    bare_device_leads: usize,
+    /// Leads to replay at the next flush, with what they had published before their inputs
+    /// changed. Kept only for these: holding every lead's published rows and rollup
+    /// contribution was a third of the memory per lead, and a lead's published state is by
+    /// construction the replay of its inputs at the last flush, so it is recomputed (once per
+    /// flush) just before the first change.
+    /// Values: where the lead's snapshot starts in `snapshots.published`, or [`NEVER`].
+    dirty: HashMap<SmolStr, u32>,
+    snapshots: Snapshots,
+    /// Scratch for a lead's merged inputs, its path and its contribution.
+    merged: Vec<CompactEvent>,
+    path: Path,
+    words: Vec<u32>,
     /// Newest event time per partition: lateness is judged within the event's own partition,
     /// whose messages arrive in order, so partitions catching up at different paces do not make
     /// each other's events look late.
@@ -404,9 +538,15 @@ impl Engine {
         Self {
             funnels,
             symbols: Symbols::new(),
+            masks: Masks::default(),
             leads: HashMap::default(),
             devices: HashMap::default(),
-            dirty: HashSet::default(),
+            bare_device_leads: 0,
+            dirty: HashMap::default(),
+            snapshots: Snapshots::default(),
+            merged: Vec::new(),
+            path: Path::default(),
+            words: Vec::new(),
             newest: vec![i64::MIN; own.partitions() as usize],
             lateness_ms,
             late: Vec::new(),
@@ -424,7 +564,7 @@ impl Engine {
 
     /// Leads held (users and unclaimed devices).
     pub fn leads_held(&self) -> usize {
-        self.leads.len()
+        self.leads.len() + self.bare_device_leads
     }
 
     /// Devices held.
@@ -449,45 +589,49 @@ impl Engine {
         let Some(fi) = self.funnels.funnels.iter().position(|f| f.name == funnel) else {
             return;
         };
-        let n = self.funnels.funnels.len();
-        let l = self.leads.entry(lead.into()).or_default();
-        if l.published.is_empty() {
-            l.published = vec![Published::default(); n].into_boxed_slice();
-        }
+        let at = match self.dirty.get(lead) {
+            Some(&at) if at != NEVER => at,
+            _ => {
+                let at = self.snapshots.published.len() as u32;
+                let n = self.funnels.funnels.len();
+                self.snapshots
+                    .published
+                    .resize(at as usize + n, NEVER_PUBLISHED);
+                self.dirty.insert(lead.into(), at);
+                at
+            }
+        };
         // Fingerprint 1 stands for "unknown": a real one equals it with probability 2^-63, so the
-        // lead is rewritten.
-        l.published[fi] = Published {
+        // lead is rewritten. No contribution: a rebuild rewrites the rollups from scratch.
+        self.snapshots.published[at as usize + fi] = Published {
             fingerprint: 1,
             transitions,
-            contribution: None,
+            words: 0..0,
         };
-        self.dirty.insert(lead.into());
     }
 
-    fn compact(&mut self, e: &NormalizedEvent, role: Role) -> CompactEvent {
+    fn compact(&mut self, e: &NormalizedEvent) -> CompactEvent {
+        const LIMIT: i64 = 1 << 47;
+        let time_ms = e.event_time.timestamp_millis().clamp(-LIMIT, LIMIT - 1);
+        let event_type = EventType::ALL
+            .iter()
+            .position(|t| *t == e.event_type)
+            .unwrap_or_default() as i64;
+        let id = parse_id(&e.event_id);
         CompactEvent {
-            time_ms: e.event_time.timestamp_millis(),
-            id: parse_id(&e.event_id),
-            rules: self.funnels.match_mask(e),
+            packed: time_ms << 16 | (Role::of(e.event_type) as i64) << 8 | event_type,
+            id,
+            rules: self.masks.intern(self.funnels.match_mask(e), id),
             channel: self.symbols.intern(e.channel.as_deref()),
             variant: self.symbols.intern(e.variant.as_deref()),
             reason: self.symbols.intern(e.reason.as_deref()),
-            event_type: EventType::ALL
-                .iter()
-                .position(|t| *t == e.event_type)
-                .unwrap_or_default() as u8,
-            role,
         }
     }
 
     /// Adds one normalized event of an owned lead. `received_at_ms` is only recorded for too-late events.
     pub fn ingest(&mut self, e: &NormalizedEvent, received_at_ms: i64) -> Ingested {
-        let role = match e.event_type {
-            EventType::Exposure | EventType::Click => Role::Touch,
-            EventType::Signup => Role::Signup,
-            _ => Role::Other,
-        };
-        let c = self.compact(e, role);
+        let role = Role::of(e.event_type);
+        let c = self.compact(e);
         if !self.own.owns_all() {
             // Duplicates too: a replayed message may be the only chance to tell the other side.
             match (role, &e.lead_id, &e.device_id) {
@@ -511,20 +655,21 @@ impl Engine {
         };
         let newest = &mut self.newest[partition as usize];
         let watermark = *newest;
-        let late = c.time_ms < watermark;
-        let too_late = late && c.time_ms < watermark.saturating_sub(self.lateness_ms);
+        let time_ms = c.time_ms();
+        let late = time_ms < watermark;
+        let too_late = late && time_ms < watermark.saturating_sub(self.lateness_ms);
         if too_late {
             self.late.push(LateEventRow {
                 event_id: e.event_id.clone(),
                 event_type: e.event_type.as_str(),
                 lead_key: e.lead_key().into(),
-                event_time: c.time_ms,
+                event_time: time_ms,
                 watermark,
-                behind_ms: watermark - c.time_ms,
+                behind_ms: watermark - time_ms,
                 received_at: received_at_ms,
             });
         }
-        *newest = watermark.max(c.time_ms);
+        *newest = watermark.max(time_ms);
         Ingested::Applied {
             correction,
             late,
@@ -534,41 +679,57 @@ impl Engine {
 
     /// `Some(landed before the end)` when new.
     fn add_touch(&mut self, device: &str, c: CompactEvent) -> Option<bool> {
+        // `becomes_own`: the first touch of an unclaimed device makes it a lead of its own.
+        let (holder, becomes_own) = match self.devices.get(device) {
+            Some(d) if d.touches.iter().any(|x| x.id == c.id) => return None,
+            Some(d) => (
+                d.holder_with_touches(device),
+                d.owner.is_none() && d.touches.is_empty(),
+            ),
+            None => (SmolStr::from(device_lead(device)), true),
+        };
+        self.before_change(&holder);
+        if becomes_own && !self.leads.contains_key(&holder) && self.own.owns(&holder) {
+            self.bare_device_leads += 1;
+        }
         let dev = match self.devices.get_mut(device) {
             Some(d) => d,
             None => self.devices.entry(device.into()).or_default(),
         };
-        let before = dev.holder(device);
         let pos = insert_sorted(&mut dev.touches, c)?;
-        let correction = pos + 1 < dev.touches.len();
-        let after = dev.holder(device);
-        self.holders_changed(device, before, after.clone());
-        if let Some(h) = after {
-            self.mark_dirty(&h);
-        }
-        Some(correction)
+        Some(pos + 1 < dev.touches.len())
     }
 
     fn add_lead_event(&mut self, key: &str, device: Option<&str>, c: CompactEvent) -> Option<bool> {
+        if let Some(lead) = self.leads.get(key) {
+            if lead.events.iter().any(|x| x.id == c.id) {
+                return None;
+            }
+        }
+        self.before_change(key);
         let lead = match self.leads.get_mut(key) {
             Some(l) => l,
-            None => self.leads.entry(key.into()).or_default(),
+            None => {
+                if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
+                    if self.devices.get(d).is_some_and(Device::holds_own) {
+                        self.bare_device_leads -= 1;
+                    }
+                }
+                self.leads.entry(key.into()).or_default()
+            }
         };
         let pos = insert_sorted(&mut lead.events, c)?;
         let correction = pos + 1 < lead.events.len();
-        if let (Role::Signup, Some(d)) = (c.role, device) {
+        if let (Role::Signup, Some(d)) = (c.role(), device) {
             if !lead.devices.iter().any(|x| x == d) {
                 lead.devices.push(d.into());
             }
         }
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.into());
-        }
-        if let (Role::Signup, Some(d)) = (c.role, device) {
+        if let (Role::Signup, Some(d)) = (c.role(), device) {
             self.claim(
                 d,
                 Claim {
-                    time_ms: c.time_ms,
+                    time_ms: c.time_ms(),
                     id: c.id,
                     lead: key.into(),
                 },
@@ -580,37 +741,86 @@ impl Engine {
     /// Records a claim of `device`; the holders before and after replay if they changed.
     fn claim(&mut self, device: &str, c: Claim) {
         let dev = self.devices.entry(device.into()).or_default();
-        let before = dev.holder(device);
-        dev.claim(c);
-        let after = dev.holder(device);
-        self.holders_changed(device, before, after);
-    }
-
-    /// Marks both holders of a device for replay when the device changed hands; a device that
-    /// became its own (owned) lead gets its lead entry.
-    fn holders_changed(&mut self, device: &str, before: Option<SmolStr>, after: Option<SmolStr>) {
-        if before == after {
+        if !dev.won_by(&c) {
             return;
         }
-        if let Some(b) = before {
-            self.mark_dirty(&b);
-        }
-        if let Some(a) = after {
-            if a.starts_with(DEVICE_PREFIX) && self.own.owns(&a) {
-                let l = self.leads.entry(a.clone()).or_default();
-                if l.devices.is_empty() {
-                    l.devices.push(device.into());
-                }
+        let bare = dev.holds_own();
+        if let Some(before) = dev.holder(device) {
+            if bare && !self.leads.contains_key(&before) && self.own.owns(&before) {
+                self.bare_device_leads -= 1;
             }
-            self.mark_dirty(&a);
+            self.before_change(&before);
+        }
+        self.before_change(&c.lead);
+        if let Some(dev) = self.devices.get_mut(device) {
+            dev.owner = Some(Box::new(c));
         }
     }
 
-    /// Queues an owned lead this engine holds for the next flush.
-    fn mark_dirty(&mut self, key: &SmolStr) {
-        if self.leads.contains_key(key) && !self.dirty.contains(key) {
-            self.dirty.insert(key.clone());
+    /// Queues an owned lead for the next flush, recording first what it published: the replay
+    /// of its inputs as they stand. Must run before anything the lead's replay reads changes.
+    fn before_change(&mut self, key: &str) {
+        if self.dirty.contains_key(key) || !self.own.owns(key) {
+            return;
         }
+        let mut merged = std::mem::take(&mut self.merged);
+        self.inputs(key, &mut merged);
+        // No inputs: never published (a rebuild seeds every lead that has rows).
+        let at = if merged.is_empty() {
+            NEVER
+        } else {
+            self.snapshot(&merged)
+        };
+        self.merged = merged;
+        self.dirty.insert(key.into(), at);
+    }
+
+    /// A lead's replay input: its own events and the touches of the devices it holds, sorted.
+    fn inputs(&self, key: &str, merged: &mut Vec<CompactEvent>) {
+        merged.clear();
+        let own_device = key.strip_prefix(DEVICE_PREFIX);
+        let lead = self.leads.get(key);
+        if let Some(lead) = lead {
+            merged.extend_from_slice(&lead.events);
+        }
+        let named = lead
+            .into_iter()
+            .flat_map(|l| l.devices.iter().map(|d| &**d));
+        for d in own_device
+            .into_iter()
+            .chain(named.filter(|d| Some(*d) != own_device))
+        {
+            if let Some(dev) = self.devices.get(d) {
+                if dev.held_by(d, key) {
+                    merged.extend_from_slice(&dev.touches);
+                }
+            }
+        }
+        merged.sort_unstable_by_key(CompactEvent::key);
+    }
+
+    /// Records what a flush of these inputs publishes, per funnel; returns where it starts.
+    fn snapshot(&mut self, merged: &[CompactEvent]) -> u32 {
+        let at = self.snapshots.published.len() as u32;
+        let attribution = attribute(merged);
+        let mut path = std::mem::take(&mut self.path);
+        for funnel in &self.funnels.funnels {
+            replay_into(
+                funnel,
+                merged.iter().map(|e| e.step(&self.masks)),
+                &mut path,
+            );
+            let words = &mut self.snapshots.words;
+            let start = words.len() as u32;
+            write_contribution(attribution, &path, words);
+            self.snapshots.published.push(Published {
+                fingerprint: fingerprint(&path, attribution, merged),
+                transitions: path.transitions.len() as u16,
+                words: start..words.len() as u32,
+            });
+        }
+        self.path = path;
+        at
     }
 
     fn want_lookup(&mut self, device: &str, why: u8) {
@@ -662,16 +872,18 @@ impl Engine {
         if lookup.touches {
             let mut fresh: Vec<CompactEvent> = Vec::with_capacity(touches.len());
             for e in touches {
-                let c = self.compact(e, Role::Touch);
+                let c = self.compact(e);
                 insert_sorted(&mut fresh, c);
             }
             let dev = self.devices.entry(lookup.device.clone()).or_default();
             let same = dev.touches.len() == fresh.len()
                 && dev.touches.iter().zip(&fresh).all(|(a, b)| a.id == b.id);
             if !same {
-                dev.touches = fresh;
-                if let Some(h) = dev.holder(device) {
-                    self.mark_dirty(&h);
+                // The device is another instance's, so only an owner can be a lead of ours.
+                let holder = dev.holder_with_touches(device);
+                self.before_change(&holder);
+                if let Some(dev) = self.devices.get_mut(device) {
+                    dev.touches = fresh;
                 }
             }
         }
@@ -704,14 +916,15 @@ impl Engine {
                 self.want_lookup(d, trigger::RECHECK);
             }
         }
-        let devices: SmallVec<[SmolStr; 1]> = match self.leads.get(key) {
-            Some(l) => l.devices.clone(),
-            None => return,
-        };
+        let devices: SmallVec<[SmolStr; 1]> = self
+            .leads
+            .get(key)
+            .map(|l| l.devices.clone())
+            .unwrap_or_default();
         for d in devices {
             self.want_lookup(&d, trigger::RECHECK);
         }
-        self.mark_dirty(&key.into());
+        self.before_change(key);
     }
 
     /// Leads of other instances to tell to recheck, since the last call.
@@ -726,60 +939,42 @@ impl Engine {
             late_events: std::mem::take(&mut self.late),
             ..Output::default()
         };
-        let dirty: Vec<SmolStr> = self.dirty.drain().collect();
+        let dirty: Vec<(SmolStr, u32)> = self.dirty.drain().collect();
         // The first flush after a rebuild holds every lead; do not keep that capacity around.
         if self.dirty.capacity() > 4 * DIRTY_KEPT {
             self.dirty.shrink_to(DIRTY_KEPT);
         }
-        let mut merged = Vec::new();
-        for key in dirty {
-            let Some(lead) = self.leads.get_mut(&key) else {
-                continue;
-            };
-            // Taken, not cloned: a clone would copy every funnel's rollup contribution.
-            let mut published = std::mem::take(&mut lead.published);
-            let lead = &*lead;
-            merged.clear();
-            merged.extend_from_slice(&lead.events);
-            for d in &lead.devices {
-                if let Some(dev) = self.devices.get(&**d) {
-                    if dev.held_by(d, &key) {
-                        merged.extend_from_slice(&dev.touches);
-                    }
-                }
-            }
-            merged.sort_unstable_by_key(CompactEvent::key);
+        let snapshots = std::mem::take(&mut self.snapshots);
+        let mut merged = std::mem::take(&mut self.merged);
+        let mut path = std::mem::take(&mut self.path);
+        let mut words = std::mem::take(&mut self.words);
+        for (key, at) in dirty {
+            self.inputs(&key, &mut merged);
             let gone = merged.is_empty();
+            if gone && at == NEVER {
+                continue;
+            }
             let attribution = attribute(&merged);
             let partition = self.own.partition(&key) as u16;
-            if published.is_empty() {
-                published =
-                    vec![Published::default(); self.funnels.funnels.len()].into_boxed_slice();
-            }
             for (fi, funnel) in self.funnels.funnels.iter().enumerate() {
-                let path = replay(funnel, merged.iter().map(CompactEvent::step));
+                let (old, old_words) = snapshots.of(at, fi);
+                replay_into(
+                    funnel,
+                    merged.iter().map(|e| e.step(&self.masks)),
+                    &mut path,
+                );
                 let fingerprint = fingerprint(&path, attribution, &merged);
-                let old = &mut published[fi];
                 if fingerprint == old.fingerprint
                     && path.transitions.len() == old.transitions as usize
                 {
                     continue;
                 }
-                let contribution = Contribution::of(attribution, &path);
-                if contribution != old.contribution {
-                    if let Some(c) = &old.contribution {
-                        self.rollups.apply(partition, fi as u8, c, -1);
-                    }
-                    if let Some(c) = &contribution {
-                        self.rollups.apply(partition, fi as u8, c, 1);
-                    }
+                words.clear();
+                write_contribution(attribution, &path, &mut words);
+                if words != old_words {
+                    self.rollups.apply(partition, fi as u8, old_words, -1);
+                    self.rollups.apply(partition, fi as u8, &words, 1);
                 }
-                let old_transitions = old.transitions;
-                *old = Published {
-                    fingerprint,
-                    transitions: path.transitions.len() as u16,
-                    contribution,
-                };
                 self.emit(
                     &mut out,
                     funnel,
@@ -787,17 +982,26 @@ impl Engine {
                     &merged,
                     &path,
                     attribution,
-                    old_transitions,
+                    old.transitions,
                     version,
                 );
             }
             out.replayed += 1;
             if gone {
                 self.leads.remove(&key);
-            } else if let Some(lead) = self.leads.get_mut(&key) {
-                lead.published = published;
             }
         }
+        self.snapshots = snapshots;
+        self.snapshots.published.clear();
+        self.snapshots.words.clear();
+        if self.snapshots.published.capacity() > 16 * DIRTY_KEPT {
+            self.snapshots.published.shrink_to(4 * DIRTY_KEPT);
+            self.snapshots.words.shrink_to(64 * DIRTY_KEPT);
+        }
+        self.merged = merged;
+        self.path = path;
+        self.words = words;
+        debug_assert_eq!(self.bare_device_leads, self.count_bare_device_leads());
         self.rollup_rows(&mut out, version);
         out
     }
@@ -883,9 +1087,45 @@ impl Engine {
         }
     }
 
+    /// `bare_device_leads` the slow way (checks the count kept along the way).
+    fn count_bare_device_leads(&self) -> usize {
+        self.devices
+            .iter()
+            .filter(|(d, dev)| {
+                let key = device_lead(d);
+                dev.holds_own() && !self.leads.contains_key(&*key) && self.own.owns(&key)
+            })
+            .count()
+    }
+
     /// Rollup buckets held.
     pub fn rollup_buckets(&self) -> usize {
         self.rollups.len()
+    }
+
+    /// Where the state's memory goes, in bytes (from table capacities and event counts; the
+    /// benchmark prints it beside the measured heap).
+    pub fn footprint(&self) -> Footprint {
+        fn slots<K, V>(map: &HashMap<K, V>) -> usize {
+            map.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let event = std::mem::size_of::<CompactEvent>();
+        Footprint {
+            lead_slots: slots(&self.leads),
+            device_slots: slots(&self.devices),
+            events: self
+                .leads
+                .values()
+                .map(|l| l.events.capacity() * event)
+                .chain(self.devices.values().map(|d| d.touches.capacity() * event))
+                .sum(),
+            claims: self.devices.values().filter(|d| d.owner.is_some()).count()
+                * std::mem::size_of::<Claim>(),
+            rollups: self.rollups.table_bytes(),
+            pending: slots(&self.dirty)
+                + self.snapshots.published.capacity() * std::mem::size_of::<Published>()
+                + self.snapshots.words.capacity() * 4,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -935,7 +1175,7 @@ impl Engine {
                 last_touch: last.clone(),
                 variant: variant.clone(),
                 event_id: e.event_id(),
-                event_type: EventType::ALL[e.event_type as usize].as_str(),
+                event_type: e.event_type().as_str(),
                 version,
                 is_deleted: 0,
             });
@@ -1006,17 +1246,17 @@ impl Engine {
 /// latest exposure/click not after the (earliest) signup, else the signup's; variant = the first
 /// one any event carries.
 fn attribute(events: &[CompactEvent]) -> (u16, u16, u16) {
-    let signup = events.iter().find(|e| e.role == Role::Signup);
+    let signup = events.iter().find(|e| e.role() == Role::Signup);
     let signup_channel = signup.map_or(0, |s| s.channel);
     let first = events
         .iter()
-        .find(|e| e.role == Role::Touch)
+        .find(|e| e.role() == Role::Touch)
         .map_or(signup_channel, |e| e.channel);
     let last = events
         .iter()
         .rev()
-        .filter(|e| e.role == Role::Touch)
-        .find(|e| signup.is_none_or(|s| e.time_ms <= s.time_ms))
+        .filter(|e| e.role() == Role::Touch)
+        .find(|e| signup.is_none_or(|s| e.time_ms() <= s.time_ms()))
         .map_or(signup_channel, |e| e.channel);
     let variant = events
         .iter()
@@ -1030,7 +1270,9 @@ fn attribute(events: &[CompactEvent]) -> (u16, u16, u16) {
 /// position, so the ids of those events go in too: an event of equal time sorting before another
 /// changes the causing event without moving any position.
 fn fingerprint(path: &Path, attribution: (u16, u16, u16), events: &[CompactEvent]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
+    // foldhash, not SipHash: two fingerprints per replayed lead, and nothing here is keyed by
+    // untrusted input that could be steered into collisions of a 64-bit quality hash.
+    let mut h = foldhash::quality::FixedState::default().build_hasher();
     path.hash(&mut h);
     attribution.hash(&mut h);
     for t in &path.transitions {
@@ -1038,4 +1280,51 @@ fn fingerprint(path: &Path, attribution: (u16, u16, u16), events: &[CompactEvent
     }
     // 0 is "never published"; a real fingerprint is never 0.
     h.finish() | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(time_ms: i64, role: Role, event_type: u8, id: u64, rules: u16) -> CompactEvent {
+        CompactEvent {
+            packed: time_ms << 16 | (role as i64) << 8 | i64::from(event_type),
+            id: [id, !id],
+            rules,
+            channel: 0,
+            variant: 0,
+            reason: 0,
+        }
+    }
+
+    #[test]
+    fn packed_events_give_back_time_role_and_type() {
+        for (t, role, ty) in [
+            (946_684_800_000, Role::Touch, 0),
+            (4_102_444_799_999, Role::Signup, 2),
+            (-(1 << 47), Role::Other, (EventType::ALL.len() - 1) as u8),
+        ] {
+            let e = event(t, role, ty, 7, 0);
+            assert_eq!(e.time_ms(), t);
+            assert_eq!(e.role(), role);
+            assert_eq!(e.event_type(), EventType::ALL[ty as usize]);
+            assert_eq!(e.key(), (t, [7, !7]));
+        }
+    }
+
+    #[test]
+    fn masks_beyond_16_bits_are_kept_by_event_id() {
+        let mut masks = Masks::default();
+        let n = MASK_OVERFLOW as u64 + 10;
+        let interned: Vec<u16> = (0..n).map(|m| masks.intern(m << 1, [m, 0])).collect();
+        assert_eq!(masks.intern(2, [99, 99]), 1, "a known mask keeps its index");
+        for (m, i) in (0..n).zip(interned) {
+            let e = CompactEvent {
+                id: [m, 0],
+                ..event(0, Role::Other, 0, 0, i)
+            };
+            assert_eq!(masks.get(&e), m << 1, "mask {m}");
+        }
+        assert_eq!(masks.overflow.len(), 10);
+    }
 }

@@ -15,7 +15,7 @@ pub mod stats;
 pub mod store;
 
 pub use config::AggregatorConfig;
-pub use engine::{Engine, Ingested, Output};
+pub use engine::{Engine, Footprint, Ingested, Output};
 pub use funnel::{FunnelConfigError, Funnels};
 pub use leadstream_runtime::telemetry;
 

@@ -205,6 +205,20 @@ impl Path {
 /// a backflow from a stage the lead is not in).
 pub fn replay(funnel: &Funnel, steps: impl IntoIterator<Item = Step>) -> Path {
     let mut path = Path::default();
+    replay_into(funnel, steps, &mut path);
+    path
+}
+
+/// [`replay`] into `path`, reusing its allocations (the engine replays every changed lead twice
+/// per flush).
+pub fn replay_into(funnel: &Funnel, steps: impl IntoIterator<Item = Step>, path: &mut Path) {
+    path.transitions.clear();
+    path.reached_at.clear();
+    path.current = None;
+    path.special = None;
+    path.furthest = None;
+    path.lost = false;
+    path.specials_entered = 0;
     let mut seen = [0u32; MAX_RULES];
     for (i, s) in steps.into_iter().enumerate() {
         let mut bits = funnel.rule_bits(s.rules);
@@ -235,7 +249,6 @@ pub fn replay(funnel: &Funnel, steps: impl IntoIterator<Item = Step>) -> Path {
             }
         }
     }
-    path
 }
 
 /// The text of a rule-sourced reason.

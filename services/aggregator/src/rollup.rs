@@ -118,58 +118,48 @@ pub struct TransitionKey {
     pub reason: u32,
 }
 
-/// What one lead adds to the rollups of one funnel; kept so it can be taken back. One
-/// allocation of 32-bit words (memory per lead is what limits scale):
+/// What one lead adds to the rollups of one funnel, as 32-bit words, so it can be taken back:
 /// `[started minute, first | last << 16, variant | furthest << 16 | current_index << 24,
 ///   current | lost << 8 | reaches << 9 | steps << 16, reach minutes…, (minute, reason,
-///   kind | from << 8 | to << 16) per step…]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contribution(Box<[u32]>);
-
-const HEADER: usize = 4;
-
-impl Contribution {
-    /// The contribution of a path (`None` when the lead never entered the funnel).
-    pub fn of((first, last, variant): Attribution, path: &Path) -> Option<Self> {
-        let start = path.transitions.first()?;
-        // Main stages are at most 127 (stage codes); transitions are capped like the rows.
-        let reaches = path.reached_at.len().min(127);
-        let steps = path.transitions.len().min(u16::MAX as usize);
-        let mut w = Vec::with_capacity(HEADER + reaches + 3 * steps);
-        let byte = |v: i8| u32::from(v as u8);
-        w.push(minute(start.time_ms) as u32);
-        w.push(u32::from(first) | u32::from(last) << 16);
-        w.push(
-            u32::from(variant)
-                | byte(path.furthest.map_or(-1, |f| f as i8)) << 16
-                | byte(path.current.map_or(-1, |c| c as i8)) << 24,
-        );
-        let current = stage_code(
-            path.special
-                .map(Target::Special)
-                .or(path.current.map(Target::Main)),
-        );
-        w.push(
-            u32::from(current)
-                | u32::from(path.lost) << 8
-                | (reaches as u32) << 9
-                | (steps as u32) << 16,
-        );
-        w.extend(path.reached_at[..reaches].iter().map(|t| minute(*t) as u32));
-        for t in &path.transitions[..steps] {
-            let kind = Kind::ALL.iter().position(|k| *k == t.kind).unwrap_or(0) as u32;
-            w.push(minute(t.time_ms) as u32);
-            w.push(reason_code(t.reason));
-            w.push(kind | u32::from(stage_code(t.from)) << 8 | u32::from(stage_code(t.to)) << 16);
-        }
-        Some(Self(w.into_boxed_slice()))
-    }
-
-    fn attribution(&self) -> Attribution {
-        let w = &self.0;
-        (w[1] as u16, (w[1] >> 16) as u16, w[2] as u16)
+///   kind | from << 8 | to << 16) per step…]`; no words when the lead never entered the funnel.
+/// Appended to a caller's buffer: the engine keeps them only for the leads of one flush.
+pub fn write_contribution((first, last, variant): Attribution, path: &Path, w: &mut Vec<u32>) {
+    let Some(start) = path.transitions.first() else {
+        return;
+    };
+    // Main stages are at most 127 (stage codes); transitions are capped like the rows.
+    let reaches = path.reached_at.len().min(127);
+    let steps = path.transitions.len().min(u16::MAX as usize);
+    w.reserve(HEADER + reaches + 3 * steps);
+    let byte = |v: i8| u32::from(v as u8);
+    w.push(minute(start.time_ms) as u32);
+    w.push(u32::from(first) | u32::from(last) << 16);
+    w.push(
+        u32::from(variant)
+            | byte(path.furthest.map_or(-1, |f| f as i8)) << 16
+            | byte(path.current.map_or(-1, |c| c as i8)) << 24,
+    );
+    let current = stage_code(
+        path.special
+            .map(Target::Special)
+            .or(path.current.map(Target::Main)),
+    );
+    w.push(
+        u32::from(current)
+            | u32::from(path.lost) << 8
+            | (reaches as u32) << 9
+            | (steps as u32) << 16,
+    );
+    w.extend(path.reached_at[..reaches].iter().map(|t| minute(*t) as u32));
+    for t in &path.transitions[..steps] {
+        let kind = Kind::ALL.iter().position(|k| *k == t.kind).unwrap_or(0) as u32;
+        w.push(minute(t.time_ms) as u32);
+        w.push(reason_code(t.reason));
+        w.push(kind | u32::from(stage_code(t.from)) << 8 | u32::from(stage_code(t.to)) << 16);
     }
 }
+
+const HEADER: usize = 4;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Cell {
@@ -218,12 +208,14 @@ fn drain_dirty<K: Copy + std::hash::Hash + Eq>(map: &mut HashMap<K, Cell>) -> Ve
 impl Rollups {
     /// Adds (`sign` 1) or takes back (`sign` -1) a lead's contribution to funnel `funnel`;
     /// `partition` is the lead key's.
-    pub fn apply(&mut self, partition: u16, funnel: u8, c: &Contribution, sign: i64) {
-        let w = &c.0;
+    pub fn apply(&mut self, partition: u16, funnel: u8, w: &[u32], sign: i64) {
+        if w.len() < HEADER {
+            return;
+        }
         let scope = Scope {
             partition,
             funnel,
-            attribution: c.attribution(),
+            attribution: (w[1] as u16, (w[1] >> 16) as u16, w[2] as u16),
         };
         let (reaches, steps) = ((w[3] >> 9 & 0x7f) as usize, (w[3] >> 16) as usize);
         add(
@@ -278,6 +270,14 @@ impl Rollups {
     /// Buckets held.
     pub fn len(&self) -> usize {
         self.cohort.len() + self.reach.len() + self.transitions.len()
+    }
+
+    /// Bytes the bucket tables hold (slots of their capacity; what a benchmark reports).
+    pub fn table_bytes(&self) -> usize {
+        fn of<K>(map: &HashMap<K, Cell>) -> usize {
+            map.capacity() * (std::mem::size_of::<(K, Cell)>() + 1)
+        }
+        of(&self.cohort) + of(&self.reach) + of(&self.transitions)
     }
 
     /// Whether no bucket is held.
