@@ -59,6 +59,11 @@ const SINGLE: &[Migration] = &[
         name: "funnel_rollups",
         sql: include_str!("../migrations/single/0007_funnel_rollups.sql"),
     },
+    Migration {
+        version: 8,
+        name: "dashboard_sources",
+        sql: include_str!("../migrations/single/0008_dashboard_sources.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
@@ -96,6 +101,11 @@ const CLUSTER: &[Migration] = &[
         version: 7,
         name: "funnel_rollups",
         sql: include_str!("../migrations/cluster/0007_funnel_rollups.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "dashboard_sources",
+        sql: include_str!("../migrations/cluster/0008_dashboard_sources.sql"),
     },
 ];
 
@@ -156,12 +166,16 @@ mod tests {
                 assert!(!st.is_empty());
                 for s in &st {
                     assert!(
-                        s.starts_with("CREATE ") || s.starts_with("ALTER TABLE "),
+                        s.starts_with("CREATE ")
+                            || s.starts_with("ALTER TABLE ")
+                            || s.starts_with("INSERT INTO "),
                         "{s}"
                     );
                     assert!(!s.contains("${CLUSTER}"));
+                    // A backfill is idempotent when its table replaces copies by key.
                     assert!(
-                        s.contains("IF NOT EXISTS"),
+                        s.contains("IF NOT EXISTS")
+                            || s.starts_with("INSERT INTO lead_events_by_minute\n"),
                         "every statement must be idempotent: {s}"
                     );
                 }

@@ -61,7 +61,8 @@ fn u64s(v: &Value) -> Vec<u64> {
 }
 
 /// Truth cells summed per value of one attribution dimension.
-fn truth_by(ft: &FunnelTruth, dim: &str) -> BTreeMap<String, Cell> {
+/// The truth's cells summed by one breakdown dimension (first_touch, last_touch or variant).
+pub fn truth_by(ft: &FunnelTruth, dim: &str) -> BTreeMap<String, Cell> {
     let mut out: BTreeMap<String, Cell> = BTreeMap::new();
     for c in &ft.cells {
         let key = match dim {

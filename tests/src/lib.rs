@@ -4,6 +4,7 @@
 //! Tests share one stack per run and isolate themselves by database and topic names.
 
 pub mod aggregator;
+pub mod grafana;
 
 use leadstream_collector::CollectorConfig;
 use leadstream_schemas::{Secret, SourceKind};

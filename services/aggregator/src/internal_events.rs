@@ -115,3 +115,9 @@ pub fn partitions_changed(what: &'static str, count: usize) {
     tracing::info!(what, count, "group rebalance");
     metrics::counter!("leadstream_aggregator_rebalances_total", "what" => what).increment(1);
 }
+
+/// Consumer lag per partition, from librdkafka statistics.
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    metrics::gauge!("leadstream_aggregator_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}

@@ -20,6 +20,7 @@ pub use funnel::{FunnelConfigError, Funnels};
 pub use leadstream_runtime::telemetry;
 
 use leadstream_runtime::clickhouse::Sink;
+use leadstream_runtime::lag::{self, LagBoard};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 use std::sync::atomic::Ordering;
@@ -56,7 +57,10 @@ pub enum AggregatorError {
 /// which is what lets a member own a lead on both (Kafka Streams relies on the same property).
 const ASSIGNMENT: &str = "range";
 
-fn consumer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<service::AggregatorConsumer> {
+fn consumer(
+    cfg: &config::KafkaConfig,
+    lag: Arc<LagBoard>,
+) -> rdkafka::error::KafkaResult<service::AggregatorConsumer> {
     let mut c = cfg
         .properties
         .client_config(&cfg.brokers, cfg.sasl_password.as_ref());
@@ -73,7 +77,12 @@ fn consumer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<service::A
         .default_to(&mut c, "fetch.min.bytes", "65536");
     cfg.properties
         .default_to(&mut c, "max.partition.fetch.bytes", "10485760");
-    c.create_with_context(service::RebalanceContext::default())
+    cfg.properties.default_to(
+        &mut c,
+        "statistics.interval.ms",
+        lag::STATISTICS_INTERVAL_MS,
+    );
+    c.create_with_context(service::RebalanceContext::new(lag))
 }
 
 /// librdkafka consumer properties a user may set in `kafka.properties`.
@@ -166,6 +175,10 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }
     };
+    if let Err(e) = store::publish_stages(sink.client(), &funnels).await {
+        // Only dashboards read the stage list; the pipeline works without it.
+        tracing::warn!(error = %e, "could not write the funnel stages for the dashboards");
+    }
     tracing::info!(addr = %cfg.api.listen, "serving the API, /metrics, /healthz, /readyz");
     let app = api::router(api::Api {
         client: sink.client().clone(),
@@ -185,7 +198,9 @@ pub async fn run(
             }
         });
     }
-    let consumer = consumer(&cfg.kafka)?;
+    let board = LagBoard::new("aggregator");
+    let consumer = consumer(&cfg.kafka, board.clone())?;
+    tracker.spawn(board.write_every(sink.client().clone(), lag::INTERVAL, shutdown.clone()));
     let producer = producer(&cfg.kafka)?;
     let partitions = loop {
         match partitions(&consumer, &cfg.kafka) {

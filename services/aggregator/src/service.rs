@@ -13,6 +13,7 @@ use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
 use leadstream_runtime::dead_letter;
+use leadstream_runtime::lag::LagBoard;
 use leadstream_schemas::NormalizedEvent;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
@@ -103,13 +104,30 @@ pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Counts the consumer's rebalances so the loop notices that its partitions changed.
-#[derive(Default)]
+/// Counts the consumer's rebalances so the loop notices that its partitions changed, and keeps
+/// the consumer lag librdkafka reports for the dashboards.
 pub struct RebalanceContext {
     generation: AtomicU64,
+    lag: Arc<LagBoard>,
 }
 
-impl rdkafka::ClientContext for RebalanceContext {}
+impl RebalanceContext {
+    /// A context recording lag on `lag`.
+    pub fn new(lag: Arc<LagBoard>) -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            lag,
+        }
+    }
+}
+
+impl rdkafka::ClientContext for RebalanceContext {
+    fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        for r in self.lag.record(&stats) {
+            events::consumer_lag(&r.topic, r.partition, r.lag);
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {

@@ -289,3 +289,64 @@ pub async fn lookup(
     }
     Ok(out)
 }
+
+/// One row of `funnel_stages`.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize, Deserialize)]
+struct StageRow {
+    funnel: String,
+    stage_index: u8,
+    stage: String,
+    updated_at: i64,
+    is_deleted: u8,
+}
+
+/// Writes every funnel's main stages, in order, and tombstones stages that left the
+/// configuration (dashboards read the table; the aggregator never does).
+pub async fn publish_stages(
+    client: &Client,
+    funnels: &Funnels,
+) -> Result<(), clickhouse::error::Error> {
+    #[derive(Debug, clickhouse::Row, Deserialize)]
+    struct Stored {
+        funnel: String,
+        stage_index: u8,
+        stage: String,
+    }
+    let stored = client
+        .query("SELECT funnel, stage_index, stage FROM funnel_stages FINAL WHERE is_deleted = 0")
+        .fetch_all::<Stored>()
+        .await?;
+    let now = Utc::now().timestamp_millis();
+    let mut rows: Vec<StageRow> = funnels
+        .funnels
+        .iter()
+        .flat_map(|f| {
+            f.stages.iter().enumerate().map(|(i, s)| StageRow {
+                funnel: f.name.clone(),
+                stage_index: i as u8,
+                stage: s.clone(),
+                updated_at: now,
+                is_deleted: 0,
+            })
+        })
+        .collect();
+    for s in stored {
+        let kept = funnels
+            .get(&s.funnel)
+            .is_some_and(|f| usize::from(s.stage_index) < f.stages.len());
+        if !kept {
+            rows.push(StageRow {
+                funnel: s.funnel,
+                stage_index: s.stage_index,
+                stage: s.stage,
+                updated_at: now,
+                is_deleted: 1,
+            });
+        }
+    }
+    let mut insert = client.insert::<StageRow>("funnel_stages").await?;
+    for r in &rows {
+        insert.write(r).await?;
+    }
+    insert.end().await
+}

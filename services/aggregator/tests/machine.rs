@@ -329,6 +329,7 @@ fn truth_event(e: &NormalizedEvent) -> TruthEvent {
         variant: e.variant.clone(),
         call_outcome: e.call_outcome.clone(),
         reason: e.reason.clone(),
+        amount: e.amount,
     }
 }
 

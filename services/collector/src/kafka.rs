@@ -3,24 +3,24 @@
 
 use crate::config::KafkaConfig;
 use crate::internal_events;
+use leadstream_runtime::lag::{self, LagBoard};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
+use std::sync::Arc;
 
-/// Consumer context: exports consumer lag from librdkafka statistics and logs rebalances.
-pub struct LagContext;
+/// Consumer context: exports consumer lag from librdkafka statistics (to `/metrics` and, through
+/// the board, to ClickHouse) and logs rebalances.
+pub struct LagContext {
+    board: Arc<LagBoard>,
+}
 
 impl ClientContext for LagContext {
     fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (partition, p) in &t.partitions {
-                // librdkafka reports -1 for partitions it does not consume and for the internal UA partition.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    internal_events::consumer_lag(topic, *partition, p.consumer_lag);
-                }
-            }
+        for r in self.board.record(&stats) {
+            internal_events::consumer_lag(&r.topic, r.partition, r.lag);
         }
     }
 }
@@ -52,7 +52,10 @@ fn base(cfg: &KafkaConfig) -> ClientConfig {
 }
 
 /// A consumer-group consumer that commits only offsets the collector stored after a flush.
-pub fn consumer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<SourceConsumer> {
+pub fn consumer(
+    cfg: &KafkaConfig,
+    board: Arc<LagBoard>,
+) -> rdkafka::error::KafkaResult<SourceConsumer> {
     let mut c = base(cfg);
     c.set("group.id", &cfg.group_id)
         // At-least-once: librdkafka commits in the background, but only offsets stored by
@@ -61,12 +64,12 @@ pub fn consumer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<SourceConsumer
         .set("enable.auto.offset.store", "false");
     for (k, v) in [
         ("auto.offset.reset", "earliest"),
-        ("statistics.interval.ms", "5000"),
+        ("statistics.interval.ms", lag::STATISTICS_INTERVAL_MS),
         ("auto.commit.interval.ms", "1000"),
     ] {
         cfg.properties.default_to(&mut c, k, v);
     }
-    c.create_with_context(LagContext)
+    c.create_with_context(LagContext { board })
 }
 
 /// The partitioner of `leads.normalized` (Kafka's Java default, murmur2 of the key).

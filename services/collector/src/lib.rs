@@ -14,6 +14,7 @@ pub use config::CollectorConfig;
 pub use leadstream_runtime::telemetry;
 pub use pipeline::Readiness;
 
+use leadstream_runtime::lag::{self, LagBoard};
 use leadstream_schemas::Normalizer;
 use pipeline::{Pipeline, Retry};
 use rdkafka::consumer::Consumer;
@@ -106,7 +107,9 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
         }
     };
     tracing::info!(database = %cfg.clickhouse.database, "clickhouse schema is up to date");
-    let consumer = kafka::consumer(&cfg.kafka)?;
+    let lag = LagBoard::new("collector");
+    let consumer = kafka::consumer(&cfg.kafka, lag.clone())?;
+    tracker.spawn(lag.write_every(sink.client().clone(), lag::INTERVAL, shutdown.clone()));
     let topics: Vec<&str> = cfg.kafka.topics.keys().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(?topics, group = %cfg.kafka.group_id, "subscribed");

@@ -10,7 +10,7 @@ use crate::story::{lead_story, pick_weighted, PlannedEvent, StoryContext};
 use crate::truth::{TruthEvent, LATE_MS};
 use crate::wire;
 use chrono_tz::Tz;
-use leadstream_schemas::{event_id, ErrorCategory, SourceKind};
+use leadstream_schemas::{event_id, ErrorCategory, EventType, SourceKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
@@ -97,6 +97,11 @@ pub fn truth_event(ev: &PlannedEvent) -> TruthEvent {
         variant: ev.variant.clone(),
         call_outcome,
         reason,
+        amount: match (&ev.detail, ev.event_type) {
+            (crate::story::Detail::Order { amount }, _) => Some(*amount),
+            (crate::story::Detail::Contract { amount, .. }, EventType::ContractSigned) => *amount,
+            _ => None,
+        },
     }
 }
 

@@ -7,6 +7,7 @@
 //! the oracle too. The JSON format is documented in the README ("The truth file").
 
 use leadstream_schemas::{ErrorCategory, EventType, SourceKind};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -33,6 +34,9 @@ pub struct TruthEvent {
     pub call_outcome: Option<String>,
     /// Disqualify or lost reason.
     pub reason: Option<String>,
+    /// Money of an order or a signed contract (the generator's currency is always CNY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Decimal>,
 }
 
 /// Stages of the `b2c` funnel, in order.
@@ -65,6 +69,9 @@ pub struct Truth {
     pub identities: Identities,
     /// `b2c` and `sales`.
     pub funnels: BTreeMap<String, FunnelTruth>,
+    /// Revenue per currency: the amounts of every distinct order and signed contract.
+    #[serde(default)]
+    pub revenue: BTreeMap<String, Decimal>,
 }
 
 /// What was delivered.
@@ -485,6 +492,19 @@ impl TruthBuilder {
             messages: self.messages.clone(),
             identities,
             funnels,
+            revenue: revenue(&self.events),
         }
     }
 }
+
+/// Revenue per currency of the valid events (each recorded once).
+fn revenue(events: &[TruthEvent]) -> BTreeMap<String, Decimal> {
+    let mut out = BTreeMap::new();
+    for a in events.iter().filter_map(|e| e.amount) {
+        *out.entry(CURRENCY.to_string()).or_default() += a;
+    }
+    out
+}
+
+/// The generator's one currency.
+pub const CURRENCY: &str = "CNY";

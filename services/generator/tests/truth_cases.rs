@@ -37,6 +37,7 @@ fn ev(id: &str, t: EventType, minute: i64, who: &str) -> TruthEvent {
         variant: None,
         call_outcome: None,
         reason: None,
+        amount: None,
     }
 }
 

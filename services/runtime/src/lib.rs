@@ -4,6 +4,7 @@
 pub mod clickhouse;
 pub mod config;
 pub mod dead_letter;
+pub mod lag;
 pub mod signals;
 pub mod telemetry;
 
