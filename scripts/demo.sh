@@ -40,6 +40,7 @@ pids+=($!)
 pids+=($!)
 API=http://127.0.0.1:9465
 echo "[demo] collector metrics: http://127.0.0.1:9464/metrics"
+echo "[demo] wallboard (open in a browser; ?lang=zh for Chinese): $API/wallboard"
 echo "[demo] aggregator API: $API/api/v1/funnels/b2c/cohort?breakdown=first_touch (README: Aggregator API)"
 echo "[demo] logs: $STACK_DIR/{generator,collector,aggregator}.log; truth of what was sent: $STACK_DIR/demo.truth.json (written at stop)"
 

@@ -14,6 +14,21 @@ export CH_HTTP_PORT=${CH_HTTP_PORT:-$(free_port)} CH_TCP_PORT=${CH_TCP_PORT:-$(f
 cleanup() { "$ROOT/scripts/stack.sh" down || true; }
 trap cleanup EXIT
 
+# Headless Chromium and chromedriver for the wallboard test (Debian's packages), and a CJK font
+# so its Chinese labels render in the screenshots.
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+fc-list 2>/dev/null | grep -qiE 'wenquanyi|wqy|noto sans cjk' || need+=(fonts-wqy-zenhei)
+if ((${#need[@]})); then
+  echo "[test] installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}" >/dev/null; }
+fi
+
 "$ROOT/scripts/stack.sh" up
 # shellcheck disable=SC1091
 source "$STACK_DIR/env"

@@ -12,6 +12,13 @@ use std::process::{Child, Command, Stdio};
 /// polling the shared stack (or holding the test run's output pipes open).
 pub struct Running(Child);
 
+impl Running {
+    /// Takes care of `child`.
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+}
+
 impl std::ops::Deref for Running {
     type Target = Child;
     fn deref(&self) -> &Child {

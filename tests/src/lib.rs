@@ -4,6 +4,7 @@
 //! Tests share one stack per run and isolate themselves by database and topic names.
 
 pub mod aggregator;
+pub mod browser;
 pub mod grafana;
 
 use leadstream_collector::CollectorConfig;

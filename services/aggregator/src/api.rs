@@ -58,7 +58,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             parameter: Some(parameter),
@@ -109,6 +109,8 @@ pub fn router(api: Api) -> Router {
             }),
         )
         .route("/api/v1/status", get(status))
+        .route("/wallboard", get(crate::wallboard::page))
+        .route("/api/v1/wallboard", get(crate::wallboard::data))
         .route("/api/v1/funnels", get(list_funnels))
         .route("/api/v1/funnels/{funnel}/cohort", get(cohort))
         .route("/api/v1/funnels/{funnel}/flow", get(flow))
@@ -178,7 +180,11 @@ impl Dim {
 }
 
 /// Parses `from` / `to`: RFC 3339 or epoch milliseconds.
-fn time_param(v: Option<&str>, key: &'static str, default: i64) -> Result<i64, ApiError> {
+pub(crate) fn time_param(
+    v: Option<&str>,
+    key: &'static str,
+    default: i64,
+) -> Result<i64, ApiError> {
     let Some(s) = v.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(default);
     };
@@ -232,7 +238,7 @@ fn reached_columns(key: &str, stages: usize) -> String {
     )
 }
 
-fn funnel<'a>(api: &'a Api, name: &str) -> Result<&'a Funnel, ApiError> {
+pub(crate) fn funnel<'a>(api: &'a Api, name: &str) -> Result<&'a Funnel, ApiError> {
     api.funnels.get(name).ok_or_else(|| ApiError {
         status: StatusCode::NOT_FOUND,
         parameter: Some("funnel"),
@@ -254,12 +260,12 @@ const LEADS_IN_RANGE: &str = "FROM lead_funnels FINAL WHERE funnel = ? AND is_de
     AND started_at >= fromUnixTimestamp64Milli(toInt64(?)) AND started_at < fromUnixTimestamp64Milli(toInt64(?))";
 
 /// Condition on a rollup's `minute` for a range in epoch ms: bounds round down to the minute.
-const MINUTES_IN_RANGE: &str =
+pub(crate) const MINUTES_IN_RANGE: &str =
     "toInt64(toUInt32(minute)) >= intDiv(toInt64(?), 60000) * 60 AND toInt64(toUInt32(minute)) < intDiv(toInt64(?), 60000) * 60";
 
 /// Cohort rollup buckets (of leads that started in the range, when `ranged`), with the counts
 /// renamed so the result columns can take the usual names.
-fn cohort_source(ranged: bool) -> String {
+pub(crate) fn cohort_source(ranged: bool) -> String {
     format!(
         "FROM (SELECT first_touch, last_touch, variant, furthest_index, current_stage, \
          lost AS is_lost, leads AS n FROM funnel_cohort_minute FINAL \

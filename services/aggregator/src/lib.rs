@@ -13,6 +13,7 @@ pub mod rows;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod wallboard;
 
 pub use config::AggregatorConfig;
 pub use engine::{Engine, Footprint, Ingested, Output};
