@@ -1,7 +1,10 @@
 //! Aggregator helpers shared by the end-to-end tests: the binary, and every API view compared
 //! with the generator's truth.
 
-use crate::{http_get_json, output_dir, unique, workspace_binary, World};
+use crate::{
+    eventually, free_addr, http_get_json, output_dir, spawn_collector, unique, workspace_binary,
+    World,
+};
 use leadstream_generator::truth::{Cell, FunnelTruth, Truth};
 use leadstream_generator::{run, Destination, RunOptions};
 use serde_json::Value;
@@ -213,4 +216,39 @@ pub fn config_file(
     let file = dir.join("aggregator.yaml");
     std::fs::write(&file, serde_json::to_string(cfg).expect("json")).expect("config");
     file
+}
+
+/// An aggregator binary and an in-process collector working on one world.
+pub struct Pipeline {
+    /// The aggregator's API address.
+    pub addr: String,
+    /// The aggregator (killed when dropped).
+    pub aggregator: Running,
+    /// The collector's stop token and task.
+    pub collector: (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ),
+}
+
+/// Starts an aggregator and a collector on `w` and waits until every API view equals `truth`
+/// (panics with the first difference after two minutes).
+pub async fn pipeline_until(w: &World, name: &str, truth: &Truth) -> Pipeline {
+    let addr = free_addr();
+    let cfg = w.aggregator_config("main", &addr);
+    let aggregator = spawn_aggregator(&config_file(&cfg, name));
+    let collector = spawn_collector(w.collector_config("main"));
+    let answers = eventually(
+        std::time::Duration::from_secs(120),
+        || async { Some(api_matches_truth(&addr, truth).await) },
+        |r| r.is_ok(),
+    )
+    .await
+    .expect("answers");
+    assert_eq!(answers, Ok(()), "the aggregator caught up with the truth");
+    Pipeline {
+        addr,
+        aggregator,
+        collector,
+    }
 }

@@ -4,9 +4,7 @@
 //! give the numbers the generator's truth predicts (the A/B panels: the API's comparison).
 #![allow(missing_docs)]
 
-use leadstream_tests::aggregator::{
-    api_matches_truth, config_file, generate, spawn_aggregator, truth_by,
-};
+use leadstream_tests::aggregator::{generate, pipeline_until, truth_by};
 use leadstream_tests::grafana::{
     dashboards, expand, panels, provisioned_uid, references, variable_sql, variables, Reference,
     TimeRange, MACROS,
@@ -198,19 +196,9 @@ fn expected_columns(dashboard: &str, panel: u64) -> Vec<&'static str> {
 async fn panel_queries_run_and_key_tiles_equal_the_truth() {
     let w = World::new("dashboards", 2).await;
     let truth = generate(&w, "dashboards", 5150, 3000, (0.05, 0.03, 0.02)).await;
-    let addr = free_addr();
-    let cfg = w.aggregator_config("main", &addr);
-    let _aggregator = spawn_aggregator(&config_file(&cfg, "dashboards"));
-    let collector = spawn_collector(w.collector_config("main"));
-    let answers = eventually(
-        Duration::from_secs(120),
-        || async { Some(api_matches_truth(&addr, &truth).await) },
-        |r| r.is_ok(),
-    )
-    .await
-    .expect("answers");
-    assert_eq!(answers, Ok(()), "the aggregator caught up with the truth");
-    stop_collector(collector).await;
+    let p = pipeline_until(&w, "dashboards", &truth).await;
+    let addr = p.addr.clone();
+    stop_collector(p.collector).await;
 
     let url = clickhouse_url();
     let db = &w.database;

@@ -4,7 +4,7 @@
 #![allow(missing_docs)]
 
 use leadstream_generator::truth::Truth;
-use leadstream_tests::aggregator::{api_matches_truth, config_file, generate, spawn_aggregator};
+use leadstream_tests::aggregator::{generate, pipeline_until};
 use leadstream_tests::browser::Browser;
 use leadstream_tests::*;
 use std::time::Duration;
@@ -78,18 +78,8 @@ async fn screenshot(b: &Browser, name: &str) {
 async fn wallboard_tiles_show_the_truth_and_follow_new_events() {
     let w = World::new("wallboard", 2).await;
     let first = generate(&w, "wallboard_1", 6060, 800, (0.0, 0.02, 0.02)).await;
-    let addr = free_addr();
-    let cfg = w.aggregator_config("main", &addr);
-    let _aggregator = spawn_aggregator(&config_file(&cfg, "wallboard"));
-    let collector = spawn_collector(w.collector_config("main"));
-    let caught_up = eventually(
-        Duration::from_secs(120),
-        || async { Some(api_matches_truth(&addr, &first).await) },
-        |r| r.is_ok(),
-    )
-    .await
-    .expect("answers");
-    assert_eq!(caught_up, Ok(()));
+    let p = pipeline_until(&w, "wallboard", &first).await;
+    let addr = p.addr.clone();
 
     let lo = query_json(
         &clickhouse_url(),
@@ -142,7 +132,7 @@ async fn wallboard_tiles_show_the_truth_and_follow_new_events() {
         .expect("js");
     assert_ne!(updated_at, later, "the page polled again");
     screenshot(&b, "wallboard-updated.png").await;
-    stop_collector(collector).await;
+    stop_collector(p.collector).await;
 
     // Chinese labels on request.
     b.client

@@ -245,11 +245,6 @@ impl Service<'_> {
             None => return Ok(Rebuild::Stopped),
             Some(r) => r?,
         };
-        let stale = rebuilt.stale_rollups;
-        match with_retry("write", give_up, || write(self.sink, &stale)).await {
-            None => return Ok(Rebuild::Stopped),
-            Some(r) => r?,
-        }
         events::rebuilt(
             rebuilt.events,
             rebuilt.published,
@@ -258,7 +253,15 @@ impl Service<'_> {
             started.elapsed(),
         );
         let out = engine.flush(versions.issue());
+        // The rewritten buckets first, then tombstones for only those that vanished: a reader
+        // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.
+        let mut stale = rebuilt.stale_rollups;
+        store::keep_vanished(&mut stale, &out);
         match with_retry("write", give_up, || write(self.sink, &out)).await {
+            None => return Ok(Rebuild::Stopped),
+            Some(r) => r?,
+        }
+        match with_retry("write", give_up, || write(self.sink, &stale)).await {
             None => Ok(Rebuild::Stopped),
             Some(r) => r.map(|()| Rebuild::Done(Box::new(engine))),
         }

@@ -150,6 +150,100 @@ async fn stale_rollups(
     Ok(out)
 }
 
+/// Drops from `stale` the tombstones of buckets that `fresh` rewrites (they are replaced, not
+/// removed), leaving those of buckets that vanished.
+pub fn keep_vanished(stale: &mut Output, fresh: &Output) {
+    use std::collections::HashSet;
+    let cohort: HashSet<_> = fresh
+        .cohort_rollup
+        .iter()
+        .map(|r| {
+            (
+                &r.funnel,
+                r.minute,
+                r.partition,
+                &r.first_touch,
+                &r.last_touch,
+                &r.variant,
+                r.furthest_index,
+                r.current_index,
+                &r.current_stage,
+                r.lost,
+            )
+        })
+        .collect();
+    stale.cohort_rollup.retain(|r| {
+        !cohort.contains(&(
+            &r.funnel,
+            r.minute,
+            r.partition,
+            &r.first_touch,
+            &r.last_touch,
+            &r.variant,
+            r.furthest_index,
+            r.current_index,
+            &r.current_stage,
+            r.lost,
+        ))
+    });
+    let reach: HashSet<_> = fresh
+        .reach_rollup
+        .iter()
+        .map(|r| {
+            (
+                &r.funnel,
+                r.minute,
+                r.partition,
+                &r.first_touch,
+                &r.last_touch,
+                &r.variant,
+                r.stage_index,
+            )
+        })
+        .collect();
+    stale.reach_rollup.retain(|r| {
+        !reach.contains(&(
+            &r.funnel,
+            r.minute,
+            r.partition,
+            &r.first_touch,
+            &r.last_touch,
+            &r.variant,
+            r.stage_index,
+        ))
+    });
+    let transitions: HashSet<_> = fresh
+        .transition_rollup
+        .iter()
+        .map(|r| {
+            (
+                (
+                    &r.funnel,
+                    r.minute,
+                    r.partition,
+                    &r.first_touch,
+                    &r.last_touch,
+                    &r.variant,
+                ),
+                (&r.kind, &r.from_stage, &r.to_stage, &r.reason),
+            )
+        })
+        .collect();
+    stale.transition_rollup.retain(|r| {
+        !transitions.contains(&(
+            (
+                &r.funnel,
+                r.minute,
+                r.partition,
+                &r.first_touch,
+                &r.last_touch,
+                &r.variant,
+            ),
+            (&r.kind, &r.from_stage, &r.to_stage, &r.reason),
+        ))
+    });
+}
+
 /// A new engine holding the published rows and stored events of the leads `own` names, and what
 /// stitching needs of other instances' devices; the stale rollup tombstones carry
 /// `stale_version`, which must be older than the engine's first flush.
@@ -349,4 +443,61 @@ pub async fn publish_stages(
         insert.write(r).await?;
     }
     insert.end().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::{CohortRollupRow, ReachRollupRow};
+
+    fn cohort(minute: u32, leads: i64) -> CohortRollupRow {
+        CohortRollupRow {
+            funnel: "b2c".into(),
+            minute,
+            partition: 0,
+            first_touch: "wechat".into(),
+            last_touch: "wechat".into(),
+            variant: "none".into(),
+            furthest_index: 2,
+            current_index: 2,
+            current_stage: "signup".into(),
+            lost: 0,
+            leads,
+            version: 7,
+            is_deleted: u8::from(leads == 0),
+        }
+    }
+
+    fn reach(stage_index: u8, leads: i64) -> ReachRollupRow {
+        ReachRollupRow {
+            funnel: "b2c".into(),
+            minute: 60,
+            partition: 1,
+            first_touch: "none".into(),
+            last_touch: "none".into(),
+            variant: "A".into(),
+            stage_index,
+            stage: "x".into(),
+            leads,
+            version: 7,
+            is_deleted: u8::from(leads == 0),
+        }
+    }
+
+    #[test]
+    fn only_vanished_buckets_keep_their_tombstones() {
+        let mut stale = Output {
+            cohort_rollup: vec![cohort(60, 0), cohort(120, 0)],
+            reach_rollup: vec![reach(0, 0), reach(1, 0)],
+            ..Output::default()
+        };
+        let fresh = Output {
+            cohort_rollup: vec![cohort(120, 5)],
+            reach_rollup: vec![reach(0, 3), reach(2, 1)],
+            ..Output::default()
+        };
+        keep_vanished(&mut stale, &fresh);
+        assert_eq!(stale.cohort_rollup, vec![cohort(60, 0)]);
+        assert_eq!(stale.reach_rollup, vec![reach(1, 0)]);
+    }
 }
