@@ -444,11 +444,12 @@ async fn panel_queries_run_and_key_tiles_equal_the_truth() {
         .iter()
         .map(|r| num(&r["per_second"]) * 60.0)
         .sum();
+    // Every valid event was inserted at least once; replays after a rebalance insert again
+    // (at-least-once), which is what an ingest rate counts, so there is no upper bound.
     assert!(
-        deliveries.round() as u64 >= m.valid && deliveries.round() as u64 <= m.sent,
-        "deliveries {deliveries} between {} valid and {} sent",
-        m.valid,
-        m.sent
+        deliveries.round() as u64 >= m.valid,
+        "deliveries {deliveries} at least the {} valid events",
+        m.valid
     );
     assert!(!got("leadstream-pipeline", 7).is_empty(), "insert latency");
 
