@@ -20,6 +20,8 @@ export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL
 export LEADSTREAM_NORMALIZE__PII_SALT=${LEADSTREAM_NORMALIZE__PII_SALT:-demo-only-salt-change-me}
 echo "[demo] building the services"
 cargo build --locked --bins -q
+# Where cargo put them (CARGO_TARGET_DIR, e.g. a cache outside the clone, or ./target).
+BIN=${CARGO_TARGET_DIR:-./target}/debug
 
 pids=()
 stop_all() {
@@ -31,12 +33,12 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
-./target/debug/leadstream-generator --continuous --rate "${DEMO_RATE:-20}" --delay-scale 0.2 \
+"$BIN/leadstream-generator" --continuous --rate "${DEMO_RATE:-20}" --delay-scale 0.2 \
   --truth "$STACK_DIR/demo.truth.json" >"$STACK_DIR/generator.log" 2>&1 &
 pids+=($!)
-./target/debug/leadstream-collector --config config/collector.yaml >"$STACK_DIR/collector.log" 2>&1 &
+"$BIN/leadstream-collector" --config config/collector.yaml >"$STACK_DIR/collector.log" 2>&1 &
 pids+=($!)
-./target/debug/leadstream-aggregator --config config/aggregator.yaml >"$STACK_DIR/aggregator.log" 2>&1 &
+"$BIN/leadstream-aggregator" --config config/aggregator.yaml >"$STACK_DIR/aggregator.log" 2>&1 &
 pids+=($!)
 API=http://127.0.0.1:9465
 echo "[demo] collector metrics: http://127.0.0.1:9464/metrics"
