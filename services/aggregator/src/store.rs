@@ -153,95 +153,63 @@ async fn stale_rollups(
 /// Drops from `stale` the tombstones of buckets that `fresh` rewrites (they are replaced, not
 /// removed), leaving those of buckets that vanished.
 pub fn keep_vanished(stale: &mut Output, fresh: &Output) {
-    use std::collections::HashSet;
-    let cohort: HashSet<_> = fresh
-        .cohort_rollup
-        .iter()
-        .map(|r| {
+    retain_vanished(&mut stale.cohort_rollup, &fresh.cohort_rollup, |r| {
+        (
+            (r.funnel.clone(), r.minute, r.partition),
             (
-                &r.funnel,
-                r.minute,
-                r.partition,
-                &r.first_touch,
-                &r.last_touch,
-                &r.variant,
+                r.first_touch.clone(),
+                r.last_touch.clone(),
+                r.variant.clone(),
+            ),
+            (
                 r.furthest_index,
                 r.current_index,
-                &r.current_stage,
+                r.current_stage.clone(),
                 r.lost,
-            )
-        })
-        .collect();
-    stale.cohort_rollup.retain(|r| {
-        !cohort.contains(&(
-            &r.funnel,
-            r.minute,
-            r.partition,
-            &r.first_touch,
-            &r.last_touch,
-            &r.variant,
-            r.furthest_index,
-            r.current_index,
-            &r.current_stage,
-            r.lost,
-        ))
-    });
-    let reach: HashSet<_> = fresh
-        .reach_rollup
-        .iter()
-        .map(|r| {
-            (
-                &r.funnel,
-                r.minute,
-                r.partition,
-                &r.first_touch,
-                &r.last_touch,
-                &r.variant,
-                r.stage_index,
-            )
-        })
-        .collect();
-    stale.reach_rollup.retain(|r| {
-        !reach.contains(&(
-            &r.funnel,
-            r.minute,
-            r.partition,
-            &r.first_touch,
-            &r.last_touch,
-            &r.variant,
-            r.stage_index,
-        ))
-    });
-    let transitions: HashSet<_> = fresh
-        .transition_rollup
-        .iter()
-        .map(|r| {
-            (
-                (
-                    &r.funnel,
-                    r.minute,
-                    r.partition,
-                    &r.first_touch,
-                    &r.last_touch,
-                    &r.variant,
-                ),
-                (&r.kind, &r.from_stage, &r.to_stage, &r.reason),
-            )
-        })
-        .collect();
-    stale.transition_rollup.retain(|r| {
-        !transitions.contains(&(
-            (
-                &r.funnel,
-                r.minute,
-                r.partition,
-                &r.first_touch,
-                &r.last_touch,
-                &r.variant,
             ),
-            (&r.kind, &r.from_stage, &r.to_stage, &r.reason),
-        ))
+        )
     });
+    retain_vanished(&mut stale.reach_rollup, &fresh.reach_rollup, |r| {
+        (
+            (r.funnel.clone(), r.minute, r.partition),
+            (
+                r.first_touch.clone(),
+                r.last_touch.clone(),
+                r.variant.clone(),
+            ),
+            r.stage_index,
+        )
+    });
+    retain_vanished(
+        &mut stale.transition_rollup,
+        &fresh.transition_rollup,
+        |r| {
+            (
+                (r.funnel.clone(), r.minute, r.partition),
+                (
+                    r.first_touch.clone(),
+                    r.last_touch.clone(),
+                    r.variant.clone(),
+                ),
+                (
+                    r.kind.clone(),
+                    r.from_stage.clone(),
+                    r.to_stage.clone(),
+                    r.reason.clone(),
+                ),
+            )
+        },
+    );
+}
+
+/// Keeps the rows of `stale` whose bucket `key` no row of `fresh` has.
+fn retain_vanished<R, K: std::hash::Hash + Eq>(
+    stale: &mut Vec<R>,
+    fresh: &[R],
+    key: impl Fn(&R) -> K,
+) {
+    let rewritten: std::collections::HashSet<K> = fresh.iter().map(&key).collect();
+    stale.retain(|r| !rewritten.contains(&key(r)));
 }
 
 /// A new engine holding the published rows and stored events of the leads `own` names, and what
