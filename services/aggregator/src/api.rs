@@ -58,7 +58,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
+    fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             parameter: Some(parameter),
@@ -203,19 +203,27 @@ pub(crate) fn time_param(
         })
 }
 
-struct Range {
-    from: i64,
-    to: i64,
+/// A requested time range, epoch ms.
+pub(crate) struct Range {
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+}
+
+impl Range {
+    /// Parses `from` / `to` (default: all time); `to` must come after `from`.
+    pub(crate) fn parse(from: Option<&str>, to: Option<&str>) -> Result<Self, ApiError> {
+        let from = time_param(from, "from", 0)?;
+        let to = time_param(to, "to", 253_402_300_799_000)?;
+        if from >= to {
+            return Err(ApiError::bad("to", "must be after `from`"));
+        }
+        Ok(Self { from, to })
+    }
 }
 
 impl Params {
     fn range(&self) -> Result<Range, ApiError> {
-        let from = time_param(self.from.as_deref(), "from", 0)?;
-        let to = time_param(self.to.as_deref(), "to", 253_402_300_799_000)?;
-        if from >= to {
-            return Err(ApiError::bad("to", "must be after `from`"));
-        }
-        Ok(Range { from, to })
+        Range::parse(self.from.as_deref(), self.to.as_deref())
     }
 }
 

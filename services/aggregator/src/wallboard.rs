@@ -2,7 +2,7 @@
 //! Grafana, and `/api/v1/wallboard`, the JSON it polls. Same numbers as the Grafana wallboard:
 //! the rollups for the funnel tiles, `lead_events_by_minute` for event counts and revenue.
 
-use crate::api::{cohort_source, funnel, time_param, Api, ApiError, MINUTES_IN_RANGE};
+use crate::api::{cohort_source, funnel, Api, ApiError, Range, MINUTES_IN_RANGE};
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse};
 use axum::Json;
@@ -64,11 +64,7 @@ pub async fn data(
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| api.funnels.funnels[0].name.clone());
     let f = funnel(&api, &name)?;
-    let from = time_param(p.from.as_deref(), "from", 0)?;
-    let to = time_param(p.to.as_deref(), "to", 253_402_300_799_000)?;
-    if from >= to {
-        return Err(ApiError::bad("to", "must be after `from`"));
-    }
+    let Range { from, to } = Range::parse(p.from.as_deref(), p.to.as_deref())?;
     let n = f.stages.len();
     let groups = |key: &str| {
         format!(
