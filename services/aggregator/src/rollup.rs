@@ -375,6 +375,95 @@ pub struct TransitionRollupRow {
     pub is_deleted: u8,
 }
 
+/// Where a rollup row's bucket lives: funnel, minute, partition and attribution.
+pub type BucketScope = (SmolStr, u32, u16, SmolStr, SmolStr, SmolStr);
+/// A cohort bucket: scope, furthest and current index, current stage, lost.
+pub type CohortBucket = (BucketScope, (i8, i8, SmolStr, u8));
+/// A reach bucket: scope and stage index.
+pub type ReachBucket = (BucketScope, u8);
+/// A transition bucket: scope, kind, from and to stage, reason.
+pub type TransitionBucket = (BucketScope, (SmolStr, SmolStr, SmolStr, SmolStr));
+
+impl CohortRollupRow {
+    /// The bucket this row counts (the table's sorting key): rows with equal buckets replace
+    /// each other.
+    pub fn bucket(&self) -> CohortBucket {
+        (
+            scope(
+                &self.funnel,
+                self.minute,
+                self.partition,
+                &self.first_touch,
+                &self.last_touch,
+                &self.variant,
+            ),
+            (
+                self.furthest_index,
+                self.current_index,
+                self.current_stage.clone(),
+                self.lost,
+            ),
+        )
+    }
+}
+
+impl ReachRollupRow {
+    /// The bucket this row counts (the table's sorting key).
+    pub fn bucket(&self) -> ReachBucket {
+        (
+            scope(
+                &self.funnel,
+                self.minute,
+                self.partition,
+                &self.first_touch,
+                &self.last_touch,
+                &self.variant,
+            ),
+            self.stage_index,
+        )
+    }
+}
+
+impl TransitionRollupRow {
+    /// The bucket this row counts (the table's sorting key).
+    pub fn bucket(&self) -> TransitionBucket {
+        (
+            scope(
+                &self.funnel,
+                self.minute,
+                self.partition,
+                &self.first_touch,
+                &self.last_touch,
+                &self.variant,
+            ),
+            (
+                self.kind.clone(),
+                self.from_stage.clone(),
+                self.to_stage.clone(),
+                self.reason.clone(),
+            ),
+        )
+    }
+}
+
+fn scope(
+    funnel: &SmolStr,
+    minute: u32,
+    partition: u16,
+    first: &SmolStr,
+    last: &SmolStr,
+    variant: &SmolStr,
+) -> BucketScope {
+    (
+        funnel.clone(),
+        minute,
+        partition,
+        first.clone(),
+        last.clone(),
+        variant.clone(),
+    )
+}
+
 /// Epoch seconds of a minute bucket (clamped to `DateTime`'s range).
 pub fn minute_seconds(m: i32) -> u32 {
     (i64::from(m) * 60).clamp(0, i64::from(u32::MAX)) as u32

@@ -5,6 +5,7 @@
 
 use crate::engine::{ClaimRecord, Engine, Lookup, Output, Ownership};
 use crate::funnel::Funnels;
+use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
 use chrono::{TimeZone, Utc};
 use clickhouse::Client;
 use leadstream_schemas::{EventType, NormalizedEvent};
@@ -153,52 +154,20 @@ async fn stale_rollups(
 /// Drops from `stale` the tombstones of buckets that `fresh` rewrites (they are replaced, not
 /// removed), leaving those of buckets that vanished.
 pub fn keep_vanished(stale: &mut Output, fresh: &Output) {
-    retain_vanished(&mut stale.cohort_rollup, &fresh.cohort_rollup, |r| {
-        (
-            (r.funnel.clone(), r.minute, r.partition),
-            (
-                r.first_touch.clone(),
-                r.last_touch.clone(),
-                r.variant.clone(),
-            ),
-            (
-                r.furthest_index,
-                r.current_index,
-                r.current_stage.clone(),
-                r.lost,
-            ),
-        )
-    });
-    retain_vanished(&mut stale.reach_rollup, &fresh.reach_rollup, |r| {
-        (
-            (r.funnel.clone(), r.minute, r.partition),
-            (
-                r.first_touch.clone(),
-                r.last_touch.clone(),
-                r.variant.clone(),
-            ),
-            r.stage_index,
-        )
-    });
+    retain_vanished(
+        &mut stale.cohort_rollup,
+        &fresh.cohort_rollup,
+        CohortRollupRow::bucket,
+    );
+    retain_vanished(
+        &mut stale.reach_rollup,
+        &fresh.reach_rollup,
+        ReachRollupRow::bucket,
+    );
     retain_vanished(
         &mut stale.transition_rollup,
         &fresh.transition_rollup,
-        |r| {
-            (
-                (r.funnel.clone(), r.minute, r.partition),
-                (
-                    r.first_touch.clone(),
-                    r.last_touch.clone(),
-                    r.variant.clone(),
-                ),
-                (
-                    r.kind.clone(),
-                    r.from_stage.clone(),
-                    r.to_stage.clone(),
-                    r.reason.clone(),
-                ),
-            )
-        },
+        TransitionRollupRow::bucket,
     );
 }
 
@@ -416,7 +385,6 @@ pub async fn publish_stages(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollup::{CohortRollupRow, ReachRollupRow};
 
     fn cohort(minute: u32, leads: i64) -> CohortRollupRow {
         CohortRollupRow {

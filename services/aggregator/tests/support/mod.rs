@@ -5,7 +5,10 @@
 
 pub mod events;
 
-use leadstream_aggregator::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
+use leadstream_aggregator::rollup::{
+    CohortBucket, CohortRollupRow, ReachBucket, ReachRollupRow, TransitionBucket,
+    TransitionRollupRow,
+};
 use leadstream_aggregator::rows::{LeadFunnelRow, TransitionRow};
 use leadstream_aggregator::{Funnels, Output};
 use leadstream_generator::truth::Cell;
@@ -45,9 +48,9 @@ pub fn normalizer(tz: chrono_tz::Tz, max_bytes: usize) -> Normalizer {
 pub struct ReadModel {
     transitions: HashMap<(SmolStr, SmolStr, u16), TransitionRow>,
     leads: HashMap<(SmolStr, SmolStr), LeadFunnelRow>,
-    cohort: HashMap<String, CohortRollupRow>,
-    reach: HashMap<String, ReachRollupRow>,
-    moves: HashMap<String, TransitionRollupRow>,
+    cohort: HashMap<CohortBucket, CohortRollupRow>,
+    reach: HashMap<ReachBucket, ReachRollupRow>,
+    moves: HashMap<TransitionBucket, TransitionRollupRow>,
 }
 
 /// Keeps the newest version per key (what `FINAL` shows).
@@ -69,49 +72,13 @@ impl ReadModel {
     /// Applies one flush's rows.
     pub fn apply(&mut self, out: Output) {
         for r in out.cohort_rollup {
-            let k = format!(
-                "{} {} {} {} {} {} {} {} {} {}",
-                r.funnel,
-                r.minute,
-                r.partition,
-                r.first_touch,
-                r.last_touch,
-                r.variant,
-                r.furthest_index,
-                r.current_index,
-                r.current_stage,
-                r.lost
-            );
-            replace(&mut self.cohort, k, r, |r| r.version);
+            replace(&mut self.cohort, r.bucket(), r, |r| r.version);
         }
         for r in out.reach_rollup {
-            let k = format!(
-                "{} {} {} {} {} {} {}",
-                r.funnel,
-                r.minute,
-                r.partition,
-                r.first_touch,
-                r.last_touch,
-                r.variant,
-                r.stage_index
-            );
-            replace(&mut self.reach, k, r, |r| r.version);
+            replace(&mut self.reach, r.bucket(), r, |r| r.version);
         }
         for r in out.transition_rollup {
-            let k = format!(
-                "{} {} {} {} {} {} {} {} {} {}",
-                r.funnel,
-                r.minute,
-                r.partition,
-                r.first_touch,
-                r.last_touch,
-                r.variant,
-                r.kind,
-                r.from_stage,
-                r.to_stage,
-                r.reason
-            );
-            replace(&mut self.moves, k, r, |r| r.version);
+            replace(&mut self.moves, r.bucket(), r, |r| r.version);
         }
         for r in out.transitions {
             let k = (r.funnel.clone(), r.lead_id.clone(), r.seq);
