@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
         time_zone: chrono_tz::Asia::Shanghai,
         pii_salt: Secret::new("bench-salt".into()),
         max_message_bytes: leadstream_schemas::DEFAULT_MAX_MESSAGE_BYTES,
+        screening: Default::default(),
     });
     let received_at =
         chrono::DateTime::from_timestamp_millis(1_763_871_000_000).expect("valid time");

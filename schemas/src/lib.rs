@@ -11,6 +11,7 @@ pub mod money;
 pub mod normalize;
 pub mod partition;
 pub mod pii;
+pub mod screening;
 pub mod secret;
 pub mod source;
 pub mod timestamp;
@@ -21,5 +22,6 @@ pub use event::NormalizedEvent;
 pub use normalize::{
     event_id, Normalizer, NormalizerConfig, SourceMeta, DEFAULT_MAX_MESSAGE_BYTES,
 };
+pub use screening::Screening;
 pub use secret::Secret;
 pub use source::{EventType, SourceKind};

@@ -5,6 +5,7 @@ use crate::error::{excerpt, ErrorCategory as C, NormalizeError};
 use crate::event::NormalizedEvent;
 use crate::money::{from_cents, json_type, parse_amount};
 use crate::pii::{hash_pii, normalize_email, normalize_phone};
+use crate::screening::{nests_deeper_than, Screening, EMAIL_KEY, MAX_NESTING, PHONE_KEY};
 use crate::secret::Secret;
 use crate::source::{EventType, SourceKind};
 use crate::timestamp::{parse_timestamp, TimestampError};
@@ -32,6 +33,8 @@ pub struct NormalizerConfig {
     pub pii_salt: Secret<String>,
     /// Messages larger than this are rejected before parsing.
     pub max_message_bytes: usize,
+    /// Personal-data keys and placeholder ids.
+    pub screening: Screening,
 }
 
 /// Where a message came from.
@@ -84,6 +87,12 @@ impl Normalizer {
                 format!("invalid utf-8 at byte {}", e.valid_up_to()),
             )
         })?;
+        if nests_deeper_than(payload, MAX_NESTING) {
+            return Err(NormalizeError::whole(
+                C::InvalidJson,
+                format!("objects and arrays nest deeper than {MAX_NESTING} levels"),
+            ));
+        }
         let value: Value = serde_json::from_str(text)
             .map_err(|e| NormalizeError::whole(C::InvalidJson, format!("not valid json: {e}")))?;
         let Value::Object(map) = value else {
@@ -96,6 +105,7 @@ impl Normalizer {
             map,
             prefix: "",
             tz: self.config.time_zone,
+            screening: &self.config.screening,
         };
         let mut ev = match meta.kind {
             SourceKind::Exposure => self.exposure(&mut f)?,
@@ -120,8 +130,31 @@ impl Normalizer {
         ) {
             ev.channel = Some(self.channel(&ev));
         }
+        self.screen_personal_data(&mut ev, &mut f.map);
         ev.extra = f.map;
         Ok(ev)
+    }
+
+    /// Personal data never leaves in clear, whatever the topic (SPEC §4): a `phone` or `email`
+    /// the contract does not name is kept as its salted hash when it parses and dropped when
+    /// not; every other personal-data key is dropped wherever it sits.
+    fn screen_personal_data(&self, ev: &mut NormalizedEvent, extra: &mut Map<String, Value>) {
+        let salt = &self.config.pii_salt;
+        if let Some(Value::String(p)) = extra.remove(PHONE_KEY) {
+            if ev.phone_hash.is_none() {
+                ev.phone_hash = normalize_phone(&p)
+                    .ok()
+                    .map(|n| hash_pii(salt, PHONE_KEY, &n));
+            }
+        }
+        if let Some(Value::String(e)) = extra.remove(EMAIL_KEY) {
+            if ev.email_hash.is_none() {
+                ev.email_hash = normalize_email(&e)
+                    .ok()
+                    .map(|n| hash_pii(salt, EMAIL_KEY, &n));
+            }
+        }
+        self.config.screening.scrub(extra);
     }
 
     fn channel(&self, ev: &NormalizedEvent) -> String {
@@ -136,29 +169,29 @@ impl Normalizer {
             .to_string()
     }
 
-    fn exposure(&self, f: &mut Fields) -> Result<NormalizedEvent> {
+    fn exposure(&self, f: &mut Fields<'_>) -> Result<NormalizedEvent> {
         let mut ev = blank(
             EventType::Exposure,
-            f.id(SourceKind::Exposure.id_field())?,
+            f.identity(SourceKind::Exposure.id_field())?,
             f.ts(SourceKind::Exposure.time_field())?,
         );
         ev.platform = Some(f.text("platform")?.to_lowercase());
         ev.campaign_id = Some(f.id("campaign_id")?);
-        ev.device_id = Some(f.id("device_id")?);
+        ev.device_id = Some(f.identity("device_id")?);
         ev.adgroup_id = f.opt_id("adgroup_id")?;
         ev.creative_id = f.opt_id("creative_id")?;
         ev.cost_micros = f.opt_count("cost_micros")?;
         Ok(ev)
     }
 
-    fn click(&self, f: &mut Fields) -> Result<NormalizedEvent> {
+    fn click(&self, f: &mut Fields<'_>) -> Result<NormalizedEvent> {
         let mut ev = blank(
             EventType::Click,
-            f.id(SourceKind::AdClick.id_field())?,
+            f.identity(SourceKind::AdClick.id_field())?,
             f.ts(SourceKind::AdClick.time_field())?,
         );
         ev.platform = Some(f.text("platform")?.to_lowercase());
-        ev.device_id = Some(f.id("device_id")?);
+        ev.device_id = Some(f.identity("device_id")?);
         let raw_url = f.text("landing_url")?;
         let url = url::Url::parse(&raw_url)
             .ok()
@@ -195,14 +228,14 @@ impl Normalizer {
         Ok(ev)
     }
 
-    fn signup(&self, f: &mut Fields) -> Result<NormalizedEvent> {
+    fn signup(&self, f: &mut Fields<'_>) -> Result<NormalizedEvent> {
         let mut ev = blank(
             EventType::Signup,
-            f.id(SourceKind::Signup.id_field())?,
+            f.identity(SourceKind::Signup.id_field())?,
             f.ts(SourceKind::Signup.time_field())?,
         );
-        ev.lead_id = Some(f.id("user_id")?);
-        ev.device_id = f.opt_id("device_id")?;
+        ev.lead_id = Some(f.identity("user_id")?);
+        ev.device_id = f.opt_identity("device_id")?;
         let salt = &self.config.pii_salt;
         if let Some(p) = f.opt_text("phone")? {
             let n = normalize_phone(&p).map_err(|why| {
@@ -233,8 +266,8 @@ impl Normalizer {
     }
 }
 
-fn trial(f: &mut Fields) -> Result<NormalizedEvent> {
-    let id = f.id(SourceKind::Trial.id_field())?;
+fn trial(f: &mut Fields<'_>) -> Result<NormalizedEvent> {
+    let id = f.identity(SourceKind::Trial.id_field())?;
     let event_type = match f.one_of(
         "event",
         &["trial_started", "trial_activated", "trial_expired"],
@@ -244,18 +277,18 @@ fn trial(f: &mut Fields) -> Result<NormalizedEvent> {
         _ => EventType::TrialExpired,
     };
     let mut ev = blank(event_type, id, f.ts(SourceKind::Trial.time_field())?);
-    ev.lead_id = Some(f.id("user_id")?);
+    ev.lead_id = Some(f.identity("user_id")?);
     ev.plan = f.opt_text("plan")?;
     Ok(ev)
 }
 
-fn call(f: &mut Fields) -> Result<NormalizedEvent> {
+fn call(f: &mut Fields<'_>) -> Result<NormalizedEvent> {
     let mut ev = blank(
         EventType::Call,
-        f.id(SourceKind::Call.id_field())?,
+        f.identity(SourceKind::Call.id_field())?,
         f.ts(SourceKind::Call.time_field())?,
     );
-    ev.lead_id = Some(f.id("lead_id")?);
+    ev.lead_id = Some(f.identity("lead_id")?);
     ev.call_direction = Some(f.one_of("direction", &["inbound", "outbound"])?.to_string());
     let duration = f.count("duration_sec")?;
     ev.call_duration_sec = Some(u32::try_from(duration).map_err(|_| {
@@ -285,9 +318,9 @@ fn call(f: &mut Fields) -> Result<NormalizedEvent> {
     Ok(ev)
 }
 
-fn contract(f: &mut Fields) -> Result<NormalizedEvent> {
-    let id = f.id(SourceKind::Contract.id_field())?;
-    let lead = f.id("lead_id")?;
+fn contract(f: &mut Fields<'_>) -> Result<NormalizedEvent> {
+    let id = f.identity(SourceKind::Contract.id_field())?;
+    let lead = f.identity("lead_id")?;
     let status = f.one_of("status", &["signed", "lost", "cancelled"])?;
     let event_type = match status {
         "signed" => EventType::ContractSigned,
@@ -315,13 +348,13 @@ fn contract(f: &mut Fields) -> Result<NormalizedEvent> {
     Ok(ev)
 }
 
-fn order(f: &mut Fields) -> Result<NormalizedEvent> {
+fn order(f: &mut Fields<'_>) -> Result<NormalizedEvent> {
     let mut ev = blank(
         EventType::Order,
-        f.id(SourceKind::Order.id_field())?,
+        f.identity(SourceKind::Order.id_field())?,
         f.ts(SourceKind::Order.time_field())?,
     );
-    ev.lead_id = Some(f.id("user_id")?);
+    ev.lead_id = Some(f.identity("user_id")?);
     let cents = f.opt_count("amount_cents")?;
     let decimal = f.opt_money("amount")?;
     let amount = match (cents, decimal) {
@@ -401,13 +434,14 @@ pub fn event_id(kind: SourceKind, native_id: &str, discriminator: Option<&str>) 
 }
 
 /// A JSON object whose known keys are taken out one by one; what remains is kept as extra attributes.
-struct Fields {
+struct Fields<'a> {
     map: Map<String, Value>,
     prefix: &'static str,
     tz: Tz,
+    screening: &'a Screening,
 }
 
-impl Fields {
+impl<'a> Fields<'a> {
     fn path(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_string()
@@ -475,6 +509,39 @@ impl Fields {
             Some(v) => {
                 let s = self.string(key, v)?;
                 self.check_id(key, s).map(Some)
+            }
+        }
+    }
+
+    /// An id that identifies someone or something: a placeholder (`unknown`, an all-zero
+    /// IDFA) would pile unrelated events onto one identity.
+    fn check_identity(&self, key: &str, s: String) -> Result<String> {
+        let s = self.check_id(key, s)?;
+        if self.screening.is_placeholder(&s) {
+            return Err(NormalizeError::field(
+                C::InvalidId,
+                self.path(key),
+                format!(
+                    "{} is a placeholder, not an id (normalize.placeholder_ids)",
+                    excerpt(&s)
+                ),
+            ));
+        }
+        Ok(s)
+    }
+
+    fn identity(&mut self, key: &str) -> Result<String> {
+        let v = self.required(key)?;
+        let s = self.string(key, v)?;
+        self.check_identity(key, s)
+    }
+
+    fn opt_identity(&mut self, key: &str) -> Result<Option<String>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => {
+                let s = self.string(key, v)?;
+                self.check_identity(key, s).map(Some)
             }
         }
     }
@@ -611,13 +678,14 @@ impl Fields {
             .transpose()
     }
 
-    fn opt_object(&mut self, key: &'static str) -> Result<Option<Fields>> {
+    fn opt_object(&mut self, key: &'static str) -> Result<Option<Fields<'a>>> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(Fields {
                 map,
                 prefix: key,
                 tz: self.tz,
+                screening: self.screening,
             })),
             Some(other) => Err(self.wrong_type(key, "an object", &other)),
         }

@@ -19,6 +19,7 @@ fn normalizer() -> Normalizer {
         time_zone: chrono_tz::Asia::Shanghai,
         pii_salt: Secret::new("golden-salt".to_string()),
         max_message_bytes: leadstream_schemas::DEFAULT_MAX_MESSAGE_BYTES,
+        screening: Default::default(),
     })
 }
 

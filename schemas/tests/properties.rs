@@ -14,6 +14,7 @@ fn normalizer() -> Normalizer {
         time_zone: chrono_tz::Asia::Shanghai,
         pii_salt: Secret::new("p".into()),
         max_message_bytes: 4096,
+        screening: Default::default(),
     })
 }
 

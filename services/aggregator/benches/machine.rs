@@ -47,6 +47,7 @@ fn main() {
         time_zone: cfg.time_zone().expect("zone"),
         pii_salt: Secret::new("bench".into()),
         max_message_bytes: cfg.realism.max_message_bytes,
+        screening: Default::default(),
     });
     let start = cfg
         .start_time(chrono::Utc::now())

@@ -6,7 +6,7 @@ pub use leadstream_runtime::config::{
     is_secret_property, ConfigError, KafkaProperties, LogConfig, LogFormat,
 };
 use leadstream_schemas::migrations::Topology;
-use leadstream_schemas::{ChannelRules, NormalizerConfig, Secret, SourceKind};
+use leadstream_schemas::{ChannelRules, NormalizerConfig, Screening, Secret, SourceKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,17 @@ pub struct KafkaConfig {
 
 pub use leadstream_runtime::clickhouse::ClickHouseConfig;
 
+impl KafkaConfig {
+    /// Where the collector's Kafka clients connect.
+    pub fn connection(&self) -> leadstream_runtime::kafka::Connection<'_> {
+        leadstream_runtime::kafka::Connection {
+            brokers: &self.brokers,
+            properties: &self.properties,
+            sasl_password: self.sasl_password.as_ref(),
+        }
+    }
+}
+
 /// Normalization settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +95,12 @@ pub struct NormalizeConfig {
     pub pii_salt: Option<Secret<String>>,
     /// File holding the salt.
     pub pii_salt_file: Option<PathBuf>,
+    /// Keys holding personal data, dropped on every topic at any depth (`phone` and `email`
+    /// are always personal data: kept as salted hashes, or dropped where they do not parse).
+    pub pii_keys: Vec<String>,
+    /// Identity ids (native ids, `device_id`, `user_id`, `lead_id`) rejected as `invalid_id`
+    /// because they identify nobody (ids of only `0` and `-` too).
+    pub placeholder_ids: Vec<String>,
 }
 
 /// Insert batching.
@@ -146,6 +163,8 @@ impl Default for CollectorConfig {
                 max_message_bytes: leadstream_schemas::DEFAULT_MAX_MESSAGE_BYTES,
                 pii_salt: None,
                 pii_salt_file: None,
+                pii_keys: Screening::default().pii_keys,
+                placeholder_ids: Screening::default().placeholder_ids,
             },
             batch: BatchConfig {
                 max_rows: 10_000,
@@ -233,12 +252,8 @@ impl CollectorConfig {
                 "must differ from kafka.normalized_topic",
             ));
         }
-        k.properties.reject_managed(&[
-            "bootstrap.servers",
-            "group.id",
-            "enable.auto.offset.store",
-            "partitioner",
-        ])?;
+        k.properties
+            .reject_managed(leadstream_runtime::kafka::MANAGED)?;
         self.clickhouse.validate()?;
         let n = &self.normalize;
         n.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
@@ -330,6 +345,10 @@ impl CollectorConfig {
                 .clone()
                 .ok_or_else(|| invalid("normalize.pii_salt", "is required"))?,
             max_message_bytes: n.max_message_bytes,
+            screening: Screening {
+                pii_keys: n.pii_keys.clone(),
+                placeholder_ids: n.placeholder_ids.clone(),
+            },
         })
     }
 
@@ -441,6 +460,20 @@ mod tests {
         ] {
             std::env::remove_var(v);
         }
+    }
+
+    #[test]
+    fn the_shipped_file_equals_the_defaults() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/collector.yaml"
+        ));
+        let text = std::fs::read_to_string(file).expect("config/collector.yaml");
+        let parsed: CollectorConfig = serde_yaml::from_str(&text).expect("parses");
+        assert_eq!(
+            serde_yaml::to_string(&parsed).unwrap(),
+            serde_yaml::to_string(&CollectorConfig::default()).unwrap()
+        );
     }
 
     #[test]

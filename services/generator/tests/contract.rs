@@ -21,6 +21,7 @@ fn normalizer(cfg: &GeneratorConfig) -> Normalizer {
         time_zone: cfg.time_zone().expect("zone"),
         pii_salt: Secret::new("contract-test".into()),
         max_message_bytes: cfg.realism.max_message_bytes,
+        screening: Default::default(),
     })
 }
 

@@ -40,6 +40,7 @@ pub fn normalizer(tz: chrono_tz::Tz, max_bytes: usize) -> Normalizer {
         time_zone: tz,
         pii_salt: Secret::new("aggregator-test".into()),
         max_message_bytes: max_bytes,
+        screening: Default::default(),
     })
 }
 
