@@ -1,66 +1,13 @@
 //! Aggregator helpers shared by the end-to-end tests: the binary, and every API view compared
 //! with the generator's truth.
 
-use crate::{
-    eventually, free_addr, http_get_json, output_dir, spawn_collector, unique, workspace_binary,
-    World,
-};
+use crate::{eventually, free_addr, http_get_json, output_dir, spawn_collector, World};
 use leadstream_generator::truth::{Cell, FunnelTruth, Truth};
 use leadstream_generator::{run, Destination, RunOptions};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 
-/// A child process killed when dropped, so a failing test leaves no aggregator behind to keep
-/// polling the shared stack (or holding the test run's output pipes open).
-pub struct Running(Child);
-
-impl Running {
-    /// Takes care of `child`.
-    pub fn new(child: Child) -> Self {
-        Self(child)
-    }
-}
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts the aggregator binary with a config file (the environment's stack overrides removed);
-/// `LEADSTREAM_TEST_AGGREGATOR_LOG` sets its `RUST_LOG` (default `warn`).
-pub fn spawn_aggregator(cfg_file: &std::path::Path) -> Running {
-    let child = Command::new(workspace_binary("leadstream-aggregator"))
-        .args(["--config", cfg_file.to_str().expect("utf-8")])
-        .env_remove("LEADSTREAM_KAFKA__BROKERS")
-        .env_remove("LEADSTREAM_CLICKHOUSE__URL")
-        .env(
-            "RUST_LOG",
-            std::env::var("LEADSTREAM_TEST_AGGREGATOR_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn aggregator");
-    Running(child)
-}
+pub use crate::process::{config_file, spawn_aggregator, Running};
 
 fn u64s(v: &Value) -> Vec<u64> {
     v.as_array()
@@ -206,18 +153,6 @@ pub async fn generate(
     .truth
 }
 
-/// Writes `cfg` to a fresh config file for the aggregator binary.
-pub fn config_file(
-    cfg: &leadstream_aggregator::AggregatorConfig,
-    name: &str,
-) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(unique(name));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let file = dir.join("aggregator.yaml");
-    std::fs::write(&file, serde_json::to_string(cfg).expect("json")).expect("config");
-    file
-}
-
 /// An aggregator binary and an in-process collector working on one world.
 pub struct Pipeline {
     /// The aggregator's API address.
@@ -235,9 +170,9 @@ pub struct Pipeline {
 /// (panics with the first difference after two minutes).
 pub async fn pipeline_until(w: &World, name: &str, truth: &Truth) -> Pipeline {
     let addr = free_addr();
-    let cfg = w.aggregator_config("main", &addr);
+    let cfg = w.aggregator_config(&addr);
     let aggregator = spawn_aggregator(&config_file(&cfg, name));
-    let collector = spawn_collector(w.collector_config("main"));
+    let collector = spawn_collector(w.collector_config());
     let answers = eventually(
         std::time::Duration::from_secs(120),
         || async { Some(api_matches_truth(&addr, truth).await) },

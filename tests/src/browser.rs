@@ -1,7 +1,7 @@
 //! Headless Chromium driven through chromedriver (Debian's `chromium` and `chromium-driver`
 //! packages, which `scripts/test.sh` installs), for the pages the services serve.
 
-use crate::aggregator::Running;
+use crate::process::Running;
 use crate::{eventually, free_addr};
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::process::{Command, Stdio};

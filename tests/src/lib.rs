@@ -6,6 +6,7 @@
 pub mod aggregator;
 pub mod browser;
 pub mod grafana;
+pub mod process;
 
 use leadstream_collector::CollectorConfig;
 use leadstream_schemas::{Secret, SourceKind};
@@ -113,25 +114,19 @@ impl World {
         format!("{}.leads.stitch", self.prefix)
     }
 
-    /// A collector configuration for this world (fast flushes, HTTP off unless a port is given).
-    pub fn collector_config(&self, group: &str) -> CollectorConfig {
+    /// A collector configuration for this world: the shipped defaults (= `config/collector.yaml`:
+    /// group layout and Kafka properties included) pointed at the world's topics and database,
+    /// with fast flushes and HTTP off.
+    pub fn collector_config(&self) -> CollectorConfig {
         let mut c = CollectorConfig::default();
         c.kafka.brokers = brokers();
-        c.kafka.group_id = format!("{}-{group}", self.prefix);
+        c.kafka.group_id = format!("{}-{}", self.prefix, c.kafka.group_id);
         c.kafka.topics = SourceKind::ALL
             .iter()
             .map(|k| (self.topic(*k), *k))
             .collect();
         c.kafka.normalized_topic = self.normalized_topic();
         c.kafka.dead_letter_topic = self.dead_letter_topic();
-        c.kafka
-            .properties
-            .0
-            .insert("session.timeout.ms".into(), "6000".into());
-        c.kafka
-            .properties
-            .0
-            .insert("fetch.wait.max.ms".into(), "50".into());
         c.clickhouse.url = clickhouse_url();
         c.clickhouse.database = self.database.clone();
         c.normalize.channels_file = repo_root().join("config/channels.yaml");
@@ -502,33 +497,16 @@ pub fn assert_committed_to_end(group: &str, topics: &[String], partitions: i32, 
 }
 
 impl World {
-    /// An aggregator configuration for this world, serving on `listen`.
-    pub fn aggregator_config(
-        &self,
-        group: &str,
-        listen: &str,
-    ) -> leadstream_aggregator::AggregatorConfig {
+    /// An aggregator configuration for this world, serving on `listen`: the shipped defaults
+    /// (= `config/aggregator.yaml`: its own consumer group, the shipped Kafka properties)
+    /// pointed at the world's topics and database, with fast flushes.
+    pub fn aggregator_config(&self, listen: &str) -> leadstream_aggregator::AggregatorConfig {
         let mut c = leadstream_aggregator::AggregatorConfig::default();
         c.kafka.brokers = brokers();
-        c.kafka.group_id = format!("{}-{group}", self.prefix);
+        c.kafka.group_id = format!("{}-{}", self.prefix, c.kafka.group_id);
         c.kafka.topic = self.normalized_topic();
         c.kafka.stitch_topic = self.stitch_topic();
         c.kafka.dead_letter_topic = self.dead_letter_topic();
-        c.kafka
-            .properties
-            .0
-            .insert("session.timeout.ms".into(), "6000".into());
-        c.kafka
-            .properties
-            .0
-            .insert("auto.commit.interval.ms".into(), "500".into());
-        // The rebalance timeout a joining member announces: how long the coordinator waits for
-        // members it still knows (a killed predecessor) to rejoin. The default 300 s outlasts
-        // the tests' waits; a member that was SIGKILLed otherwise holds up the next start.
-        c.kafka
-            .properties
-            .0
-            .insert("max.poll.interval.ms".into(), "30000".into());
         c.clickhouse.url = clickhouse_url();
         c.clickhouse.database = self.database.clone();
         c.funnels.file = repo_root().join("config/funnel.yaml");

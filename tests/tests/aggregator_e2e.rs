@@ -3,7 +3,8 @@
 //! says, with the aggregator killed (-9) mid-stream and restarted on the way.
 #![allow(missing_docs)]
 
-use leadstream_tests::aggregator::{api_matches_truth, config_file, generate, spawn_aggregator};
+use leadstream_tests::aggregator::{api_matches_truth, generate};
+use leadstream_tests::process::{config_file, spawn_aggregator};
 use leadstream_tests::*;
 use serde_json::Value;
 use std::process::Command;
@@ -20,13 +21,13 @@ async fn seeded_run_answers_equal_the_truth_across_a_kill_9() {
     );
     let url = clickhouse_url();
     let addr = free_addr();
-    let cfg = w.aggregator_config("main", &addr);
+    let cfg = w.aggregator_config(&addr);
     let group = cfg.kafka.group_id.clone();
     let cfg_file = config_file(&cfg, "aggregator");
 
     // First instance: consuming live while the collector works; killed with SIGKILL mid-stream.
     let mut first = spawn_aggregator(&cfg_file);
-    let collector = spawn_collector(w.collector_config("main"));
+    let collector = spawn_collector(w.collector_config());
     let rows = "SELECT count() FROM stage_transitions FINAL WHERE is_deleted = 0";
     eventually(
         Duration::from_secs(120),

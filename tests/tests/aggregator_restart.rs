@@ -11,7 +11,7 @@ use std::time::Duration;
 async fn a_restart_tombstones_orphaned_transitions_and_stale_rollup_buckets() {
     let w = World::new("restart", 3).await;
     let addr = free_addr();
-    let cfg = w.aggregator_config("restart", &addr);
+    let cfg = w.aggregator_config(&addr);
     // The schema, as the services create it, then what a killed run could have left: a device
     // lead's transition without its lead row, and rollup buckets of every partition.
     Sink::connect(&cfg.clickhouse, "test")

@@ -147,9 +147,9 @@ async fn a_dozen_leads_give_the_answers_worked_out_by_hand() {
     for (kind, msg) in story() {
         produce(&p, &w.topic(kind), None, msg.as_bytes()).await;
     }
-    let collector = spawn_collector(w.collector_config("story"));
+    let collector = spawn_collector(w.collector_config());
     let addr = free_addr();
-    let mut cfg = w.aggregator_config("story", &addr);
+    let mut cfg = w.aggregator_config(&addr);
     cfg.api.min_sample = 5;
     let token = tokio_util::sync::CancellationToken::new();
     let aggregator = {

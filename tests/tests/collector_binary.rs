@@ -106,7 +106,7 @@ fn print_config_redacts_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_commits_and_exits_zero() {
     let w = World::new("sigterm", 1).await;
-    let cfg = w.collector_config("sigterm");
+    let cfg = w.collector_config();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")

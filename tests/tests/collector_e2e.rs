@@ -57,7 +57,7 @@ async fn mixed_feed_lands_exactly_once_across_restart_and_replay() {
     };
     bad_at.extend(send(0..half).await);
 
-    let cfg = w.collector_config("main");
+    let cfg = w.collector_config();
     let group = cfg.kafka.group_id.clone();
     let c1 = spawn_collector(cfg.clone());
     let first_valid = fixtures[..half]
@@ -296,7 +296,7 @@ async fn mixed_feed_lands_exactly_once_across_restart_and_replay() {
 async fn clickhouse_outage_mid_stream_loses_nothing() {
     let w = World::new("outage", 2).await;
     let mut ch = PrivateClickHouse::start();
-    let mut cfg = w.collector_config("outage");
+    let mut cfg = w.collector_config();
     cfg.clickhouse.url = ch.url.clone();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -382,7 +382,7 @@ async fn clickhouse_outage_mid_stream_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_clickhouse_rejects_are_dead_lettered_not_retried_forever() {
     let w = World::new("reject", 1).await;
-    let cfg = w.collector_config("reject");
+    let cfg = w.collector_config();
     leadstream_collector::sink::Sink::connect(&cfg.clickhouse, "collector")
         .await
         .expect("migrate");

@@ -60,7 +60,7 @@ async fn seeded_traffic_lands_exactly_once_and_dead_letters_match_the_truth() {
         .sum();
     assert_eq!(in_topics as u64, m.sent);
 
-    let cfg = w.collector_config("main");
+    let cfg = w.collector_config();
     let group = cfg.kafka.group_id.clone();
     let collector = spawn_collector(cfg);
     let url = clickhouse_url();

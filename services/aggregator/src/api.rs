@@ -14,24 +14,57 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clickhouse::Client;
+use leadstream_runtime::health::{readyz, Readiness};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-/// Liveness facts the service loop keeps for `/readyz` and `/api/v1/status`.
-#[derive(Debug, Default)]
+/// Facts the service loop keeps for `/readyz` and `/api/v1/status`.
+#[derive(Debug)]
 pub struct Health {
-    /// Rebuilt from ClickHouse and consuming.
-    pub ready: AtomicBool,
+    /// What `/readyz` answers: ClickHouse migrated, state rebuilt, partitions owned (or
+    /// knowingly none), consuming.
+    pub readiness: Arc<Readiness>,
     /// Newest event time visible in the answers, epoch ms (0 before any).
     pub newest_event_ms: AtomicI64,
     /// When the last flush was acknowledged by ClickHouse, epoch ms.
     pub last_flush_ms: AtomicI64,
     /// Leads held in memory.
     pub leads_held: AtomicI64,
+    /// Partitions of the normalized topic this member owns (empty while it owns none).
+    pub partitions: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Default for Health {
+    /// Not ready until the service says so.
+    fn default() -> Self {
+        Self {
+            readiness: Readiness::new("aggregator"),
+            newest_event_ms: AtomicI64::new(0),
+            last_flush_ms: AtomicI64::new(0),
+            leads_held: AtomicI64::new(0),
+            partitions: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Health {
+    /// Records the partitions this member owns now.
+    pub fn set_partitions(&self, owned: Vec<u32>) {
+        if let Ok(mut p) = self.partitions.lock() {
+            *p = owned;
+        }
+    }
+
+    fn owned_partitions(&self) -> Vec<u32> {
+        self.partitions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Shared state of the handlers.
@@ -101,11 +134,11 @@ pub fn router(api: Api) -> Router {
         .route(
             "/readyz",
             get(|State(a): State<Api>| async move {
-                if a.health.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
+                let (code, body) = readyz(&a.health.readiness);
+                (
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    body,
+                )
             }),
         )
         .route("/api/v1/status", get(status))
@@ -291,11 +324,12 @@ async fn status(State(api): State<Api>) -> Json<Value> {
     let newest = h.newest_event_ms.load(Ordering::Relaxed);
     let now = chrono::Utc::now().timestamp_millis();
     Json(json!({
-        "ready": h.ready.load(Ordering::Relaxed),
+        "ready": h.readiness.is_ready(),
         "newest_event_ms": newest,
         "freshness_seconds": if newest > 0 { Some((now - newest) as f64 / 1000.0) } else { None },
         "last_flush_ms": h.last_flush_ms.load(Ordering::Relaxed),
         "leads_held": h.leads_held.load(Ordering::Relaxed),
+        "partitions": h.owned_partitions(),
     }))
 }
 

@@ -63,6 +63,17 @@ pub struct KafkaConfig {
     pub sasl_password_file: Option<PathBuf>,
 }
 
+impl KafkaConfig {
+    /// Where the aggregator's Kafka clients connect.
+    pub fn connection(&self) -> leadstream_runtime::kafka::Connection<'_> {
+        leadstream_runtime::kafka::Connection {
+            brokers: &self.brokers,
+            properties: &self.properties,
+            sasl_password: self.sasl_password.as_ref(),
+        }
+    }
+}
+
 /// Where the funnels are declared.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,13 +188,10 @@ impl AggregatorConfig {
                 return Err(invalid(key, "must not be empty"));
             }
         }
-        k.properties.reject_managed(&[
-            "bootstrap.servers",
-            "group.id",
-            "enable.auto.offset.store",
-            "partition.assignment.strategy",
-            "partitioner",
-        ])?;
+        k.properties
+            .reject_managed(leadstream_runtime::kafka::MANAGED)?;
+        k.properties
+            .reject_managed(&["partition.assignment.strategy"])?;
         if k.topic == k.stitch_topic {
             return Err(invalid(
                 "kafka.stitch_topic",

@@ -21,10 +21,11 @@ pub use funnel::{FunnelConfigError, Funnels};
 pub use leadstream_runtime::telemetry;
 
 use leadstream_runtime::clickhouse::Sink;
+use leadstream_runtime::group::{self, Membership};
 use leadstream_runtime::lag::{self, LagBoard};
+use leadstream_runtime::retry::{give_up_after, Retry};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,64 +62,16 @@ const ASSIGNMENT: &str = "range";
 fn consumer(
     cfg: &config::KafkaConfig,
     lag: Arc<LagBoard>,
+    membership: Arc<Membership>,
 ) -> rdkafka::error::KafkaResult<service::AggregatorConsumer> {
-    let mut c = cfg
-        .properties
-        .client_config(&cfg.brokers, cfg.sasl_password.as_ref());
-    c.set("group.id", &cfg.group_id)
-        // At-least-once: only offsets stored after ClickHouse acknowledged the rows are committed.
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", ASSIGNMENT);
-    cfg.properties
-        .default_to(&mut c, "auto.offset.reset", "earliest");
-    cfg.properties
-        .default_to(&mut c, "fetch.wait.max.ms", "100");
-    cfg.properties
-        .default_to(&mut c, "fetch.min.bytes", "65536");
-    cfg.properties
-        .default_to(&mut c, "max.partition.fetch.bytes", "10485760");
-    cfg.properties.default_to(
-        &mut c,
-        "statistics.interval.ms",
-        lag::STATISTICS_INTERVAL_MS,
-    );
-    c.create_with_context(service::RebalanceContext::new(lag))
+    let mut c = cfg.connection().consumer(&cfg.group_id);
+    c.set("partition.assignment.strategy", ASSIGNMENT);
+    c.create_with_context(service::RebalanceContext::new(lag, membership))
 }
 
-/// librdkafka consumer properties a user may set in `kafka.properties`.
-const CONSUMER_ONLY: &[&str] = &[
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "auto.commit.interval.ms",
-    "enable.auto.commit",
-    "auto.offset.reset",
-    "fetch.wait.max.ms",
-    "fetch.min.bytes",
-    "fetch.max.bytes",
-    "max.partition.fetch.bytes",
-    "group.instance.id",
-    "group.protocol",
-    "isolation.level",
-];
-
 fn producer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
-    let mut c = cfg
-        .properties
-        .client_config(&cfg.brokers, cfg.sasl_password.as_ref());
-    // The properties are shared with the consumer; consumer-only ones would only draw
-    // configuration warnings here.
-    for k in CONSUMER_ONLY {
-        c.remove(k);
-    }
     // Keyed like the normalized topic, so a recheck lands on the partition of its lead.
-    c.set("partitioner", "murmur2_random");
-    cfg.properties
-        .default_to(&mut c, "enable.idempotence", "true");
-    cfg.properties.default_to(&mut c, "linger.ms", "5");
-    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
-    c.create()
+    cfg.connection().producer().create()
 }
 
 /// Partition counts of the normalized and stitching topics, which must be equal.
@@ -157,32 +110,20 @@ pub async fn run(
     let funnels = Arc::new(Funnels::load(&cfg.funnels.file)?);
     let health = Arc::new(api::Health::default());
     let tracker = TaskTracker::new();
+    // Retries give up SHUTDOWN_GRACE after shutdown, so a clean stop still writes its last
+    // batch but an outage of ClickHouse or the broker cannot hold the process.
+    let give_up = give_up_after(&shutdown, service::SHUTDOWN_GRACE, &tracker);
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .map_err(|source| AggregatorError::Http {
             addr: cfg.api.listen.clone(),
             source,
         })?;
-    let sink = loop {
-        match Sink::connect(&cfg.clickhouse, "aggregator").await {
-            Ok(s) => break s,
-            Err(leadstream_runtime::clickhouse::SinkError::Transient(e)) => {
-                tracing::warn!(error = %e, "clickhouse not reachable yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if let Err(e) = store::publish_stages(sink.client(), &funnels).await {
-        // Only dashboards read the stage list; the pipeline works without it.
-        tracing::warn!(error = %e, "could not write the funnel stages for the dashboards");
-    }
+    let retry = Retry::new(service::BACKOFF.0, service::BACKOFF.1, give_up);
+    // The endpoints answer from the start (not ready while ClickHouse or the broker is away).
     tracing::info!(addr = %cfg.api.listen, "serving the API, /metrics, /healthz, /readyz");
     let app = api::router(api::Api {
-        client: sink.client().clone(),
+        client: leadstream_runtime::clickhouse::client(&cfg.clickhouse),
         funnels: funnels.clone(),
         metrics: telemetry::metrics_handle(),
         health: health.clone(),
@@ -199,8 +140,26 @@ pub async fn run(
             }
         });
     }
+    health
+        .readiness
+        .block("clickhouse", "connecting and applying migrations");
+    let connected = service::with_retry("connect", &retry, || {
+        Sink::connect(&cfg.clickhouse, "aggregator")
+    })
+    .await;
+    let Ok(connected) = connected else {
+        return stopped(&tracker).await;
+    };
+    let sink = connected?;
+    health.readiness.clear("clickhouse");
+    if let Err(e) = store::publish_stages(sink.client(), &funnels).await {
+        // Only dashboards read the stage list; the pipeline works without it.
+        tracing::warn!(error = %e, "could not write the funnel stages for the dashboards");
+    }
     let board = LagBoard::new("aggregator");
-    let consumer = consumer(&cfg.kafka, board.clone())?;
+    let session = std::time::Duration::from_millis(cfg.kafka.connection().session_timeout_ms());
+    let membership = Membership::new("aggregator", session);
+    let consumer = Arc::new(consumer(&cfg.kafka, board.clone(), membership.clone())?);
     tracker.spawn(board.write_every(sink.client().clone(), lag::INTERVAL, shutdown.clone()));
     let producer = producer(&cfg.kafka)?;
     let partitions = loop {
@@ -208,16 +167,33 @@ pub async fn run(
             Ok(n) => break n,
             // The broker may still be starting; a wrong partition count is final.
             Err(AggregatorError::Kafka(e)) => {
-                tracing::warn!(error = %e, "kafka metadata not available yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
+                health
+                    .readiness
+                    .block("kafka", format!("metadata not available: {e}"));
+                if retry
+                    .pause(std::time::Duration::from_secs(1))
+                    .await
+                    .is_err()
+                {
+                    return stopped(&tracker).await;
                 }
             }
             Err(e) => return Err(e),
         }
     };
+    health.readiness.clear("kafka");
+    let topics = vec![cfg.kafka.topic.clone(), cfg.kafka.stitch_topic.clone()];
     consumer.subscribe(&[&cfg.kafka.topic, &cfg.kafka.stitch_topic])?;
+    membership.subscribed();
+    health.readiness.attach(membership.clone());
+    health.readiness.clear("starting");
+    tracker.spawn(group::watch(
+        consumer.clone(),
+        membership.clone(),
+        cfg.kafka.group_id.clone(),
+        topics,
+        shutdown.clone(),
+    ));
     tracing::info!(topic = %cfg.kafka.topic, stitch_topic = %cfg.kafka.stitch_topic, partitions, group = %cfg.kafka.group_id, "subscribed");
     let result = service::Service {
         cfg: &cfg,
@@ -227,13 +203,23 @@ pub async fn run(
         funnels,
         partitions,
         health: health.clone(),
+        membership,
+        retry,
     }
     .consume(shutdown.clone())
     .await;
-    health.ready.store(false, Ordering::Relaxed);
+    health.readiness.block("shutdown", "shutting down");
     tracker.close();
     tracker.wait().await;
     result?;
     tracing::info!("aggregator stopped");
+    Ok(())
+}
+
+/// Shutdown came before the aggregator could start consuming: wait for the background tasks.
+async fn stopped(tracker: &TaskTracker) -> Result<(), AggregatorError> {
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("aggregator stopped before it started consuming");
     Ok(())
 }

@@ -13,7 +13,9 @@ use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
 use leadstream_runtime::dead_letter;
+use leadstream_runtime::group::Membership;
 use leadstream_runtime::lag::LagBoard;
+use leadstream_runtime::retry::{GaveUp, Retry};
 use leadstream_schemas::NormalizedEvent;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
@@ -46,31 +48,23 @@ impl Versions {
     }
 }
 
-/// Retries `f` until it succeeds or `shutdown` fires (then `None`); rejected data is not retried.
+/// Backoff bounds of the aggregator's ClickHouse and Kafka retries.
+pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
+
+/// Retries `f` until it succeeds, ClickHouse rejects the data (`Ok(Err)`), or the give-up
+/// token fires (`Err(GaveUp)`), reporting each retry as `what`.
 pub async fn with_retry<T, F, Fut>(
     what: &'static str,
-    shutdown: &CancellationToken,
-    mut f: F,
-) -> Option<Result<T, SinkError>>
+    retry: &Retry,
+    f: F,
+) -> Result<Result<T, SinkError>, GaveUp>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, SinkError>>,
 {
-    let mut backoff = Duration::from_millis(100);
-    for attempt in 1.. {
-        match f().await {
-            Err(SinkError::Transient(e)) => {
-                events::retry(what, attempt, backoff, &e);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => return None,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            other => return Some(other),
-        }
-    }
-    None
+    retry
+        .run(f, |attempt, wait, e| events::retry(what, attempt, wait, e))
+        .await
 }
 
 /// Rows per INSERT: big flushes (the first one after a rebuild rewrites every lead) go in pieces
@@ -109,23 +103,27 @@ pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
 pub struct RebalanceContext {
     generation: AtomicU64,
     lag: Arc<LagBoard>,
+    membership: Arc<Membership>,
 }
 
 impl RebalanceContext {
-    /// A context recording lag on `lag`.
-    pub fn new(lag: Arc<LagBoard>) -> Self {
+    /// A context recording lag on `lag` and the group membership on `membership`.
+    pub fn new(lag: Arc<LagBoard>, membership: Arc<Membership>) -> Self {
         Self {
             generation: AtomicU64::new(0),
             lag,
+            membership,
         }
     }
 }
 
 impl rdkafka::ClientContext for RebalanceContext {
     fn stats(&self, stats: rdkafka::statistics::Statistics) {
-        for r in self.lag.record(&stats) {
+        let rows = self.lag.record(&stats);
+        for r in &rows {
             events::consumer_lag(&r.topic, r.partition, r.lag);
         }
+        self.membership.lag(rows.iter().map(|r| r.lag).sum());
     }
 }
 
@@ -135,6 +133,7 @@ impl ConsumerContext for RebalanceContext {
         // flushed under the old ownership.
         if let Rebalance::Revoke(list) = r {
             events::partitions_changed("revoked", list.count());
+            self.membership.revoked();
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -143,6 +142,12 @@ impl ConsumerContext for RebalanceContext {
         match r {
             Rebalance::Assign(list) => {
                 events::partitions_changed("assigned", list.count());
+                self.membership.assigned(
+                    list.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect(),
+                );
                 self.generation.fetch_add(1, Ordering::SeqCst);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
@@ -188,6 +193,10 @@ pub struct Service<'a> {
     pub partitions: u32,
     /// Readiness and freshness facts.
     pub health: Arc<Health>,
+    /// This member's place in the consumer group (readiness counts it).
+    pub membership: Arc<Membership>,
+    /// Retries of ClickHouse and Kafka writes, given up `SHUTDOWN_GRACE` after shutdown.
+    pub retry: Retry,
 }
 
 /// Why the state had to go.
@@ -218,18 +227,13 @@ impl Service<'_> {
     }
 
     /// Rebuilds the state of the owned leads from ClickHouse and writes what changed.
-    async fn rebuild(
-        &self,
-        own: Ownership,
-        versions: &mut Versions,
-        give_up: &CancellationToken,
-    ) -> Result<Rebuild, SinkError> {
+    async fn rebuild(&self, own: Ownership, versions: &mut Versions) -> Result<Rebuild, SinkError> {
         let started = Instant::now();
         let lateness =
             i64::try_from(self.cfg.state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
         let stale_version = versions.issue();
         // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
-        let rebuilt = with_retry("rebuild", give_up, || async {
+        let rebuilt = with_retry("rebuild", &self.retry, || async {
             store::rebuild(
                 self.sink.client(),
                 self.funnels.clone(),
@@ -241,10 +245,10 @@ impl Service<'_> {
             .map_err(|e| SinkError::Transient(e.to_string()))
         })
         .await;
-        let (mut engine, rebuilt) = match rebuilt {
-            None => return Ok(Rebuild::Stopped),
-            Some(r) => r?,
+        let Ok(rebuilt) = rebuilt else {
+            return Ok(Rebuild::Stopped);
         };
+        let (mut engine, rebuilt) = rebuilt?;
         events::rebuilt(
             rebuilt.events,
             rebuilt.published,
@@ -257,29 +261,18 @@ impl Service<'_> {
         // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.
         let mut stale = rebuilt.stale_rollups;
         store::keep_vanished(&mut stale, &out);
-        match with_retry("write", give_up, || write(self.sink, &out)).await {
-            None => return Ok(Rebuild::Stopped),
-            Some(r) => r?,
+        match with_retry("write", &self.retry, || write(self.sink, &out)).await {
+            Err(GaveUp) => return Ok(Rebuild::Stopped),
+            Ok(r) => r?,
         }
-        match with_retry("write", give_up, || write(self.sink, &stale)).await {
-            None => Ok(Rebuild::Stopped),
-            Some(r) => r.map(|()| Rebuild::Done(Box::new(engine))),
+        match with_retry("write", &self.retry, || write(self.sink, &stale)).await {
+            Err(GaveUp) => Ok(Rebuild::Stopped),
+            Ok(r) => r.map(|()| Rebuild::Done(Box::new(engine))),
         }
     }
 
     /// Consumes until `shutdown`; flushes and stores offsets before returning.
     pub async fn consume(&self, shutdown: CancellationToken) -> Result<(), SinkError> {
-        // Retries give up SHUTDOWN_GRACE after shutdown, so a clean stop still writes its last
-        // batch but a ClickHouse outage cannot hold the process.
-        let give_up = CancellationToken::new();
-        {
-            let (shutdown, give_up) = (shutdown.clone(), give_up.clone());
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-                give_up.cancel();
-            });
-        }
         let context = self.consumer.context();
         let mut versions = Versions::default();
         let mut generation = u64::MAX;
@@ -299,14 +292,18 @@ impl Service<'_> {
                 pending.clear();
                 dead.clear();
                 since_flush = 0;
-                self.health.ready.store(false, Ordering::Relaxed);
+                self.health
+                    .readiness
+                    .block("rebuild", "rebuilding the owned partitions' state");
+                self.health.set_partitions(Vec::new());
                 if let Some(own) = self.ownership() {
-                    match self.rebuild(own, &mut versions, &give_up).await? {
+                    match self.rebuild(own, &mut versions).await? {
                         Rebuild::Stopped => return Ok(()),
                         Rebuild::Done(e) => {
                             self.publish_health(&e);
+                            self.health.set_partitions(e.ownership().owned().collect());
                             engine = Some(e);
-                            self.health.ready.store(true, Ordering::Relaxed);
+                            self.health.readiness.clear("rebuild");
                         }
                     }
                 }
@@ -333,7 +330,7 @@ impl Service<'_> {
             if let Some(e) = engine.as_deref_mut() {
                 if (due || stop) && (since_flush > 0 || e.pending() > 0) {
                     if !self
-                        .flush(e, &mut versions, std::mem::take(&mut dead), &give_up)
+                        .flush(e, &mut versions, std::mem::take(&mut dead))
                         .await
                     {
                         // Shutdown while ClickHouse or the broker is down: offsets stay where
@@ -388,6 +385,7 @@ impl Service<'_> {
                     continue;
                 }
             };
+            self.membership.consumed();
             if context.generation.load(Ordering::SeqCst) != generation {
                 held = Some(m.detach());
                 continue;
@@ -466,21 +464,20 @@ impl Service<'_> {
         engine: &mut Engine,
         versions: &mut Versions,
         dead: Vec<Unreadable>,
-        give_up: &CancellationToken,
     ) -> bool {
         let started = Instant::now();
         let lookups = engine.take_lookups();
         if !lookups.is_empty() {
-            let found = with_retry("lookup", give_up, || async {
+            let found = with_retry("lookup", &self.retry, || async {
                 store::lookup(self.sink.client(), &lookups)
                     .await
                     .map_err(|e| SinkError::Transient(e.to_string()))
             })
             .await;
             match found {
-                None => return false,
-                Some(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
-                Some(Ok(found)) => {
+                Err(GaveUp) => return false,
+                Ok(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
+                Ok(Ok(found)) => {
                     for (l, f) in lookups.iter().zip(found) {
                         engine.learn(l, &f.claims, &f.touches);
                     }
@@ -489,14 +486,14 @@ impl Service<'_> {
             }
         }
         let out = engine.flush(versions.issue());
-        match with_retry("write", give_up, || write(self.sink, &out)).await {
-            None => return false,
-            Some(Err(e)) => {
+        match with_retry("write", &self.retry, || write(self.sink, &out)).await {
+            Err(GaveUp) => return false,
+            Ok(Err(e)) => {
                 // Our own rows were refused: a schema mismatch, not bad input. Keep going (the
                 // next change of these leads rewrites them) but say so loudly.
                 tracing::error!(error = %e, rows = out.transitions.len() + out.leads.len(), "clickhouse refused aggregator rows");
             }
-            Some(Ok(())) => {
+            Ok(Ok(())) => {
                 events::flushed(
                     &out.by_kind,
                     out.transitions.len() + out.leads.len(),
@@ -510,9 +507,9 @@ impl Service<'_> {
             }
         }
         if !dead.is_empty() {
-            match with_retry("dead_letter", give_up, || self.send_dead_letters(&dead)).await {
-                None => return false,
-                Some(r) => {
+            match with_retry("dead_letter", &self.retry, || self.send_dead_letters(&dead)).await {
+                Err(GaveUp) => return false,
+                Ok(r) => {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "dead letters refused");
                     }
@@ -521,10 +518,10 @@ impl Service<'_> {
         }
         let notes = engine.take_notifications();
         if !notes.is_empty() {
-            let sent = with_retry("recheck", give_up, || self.send_rechecks(&notes)).await;
+            let sent = with_retry("recheck", &self.retry, || self.send_rechecks(&notes)).await;
             match sent {
-                None => return false,
-                Some(r) => {
+                Err(GaveUp) => return false,
+                Ok(r) => {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "recheck messages refused");
                     }

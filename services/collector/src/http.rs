@@ -1,11 +1,12 @@
 //! `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz` (ClickHouse is
-//! migrated, the consumer is subscribed and writes are succeeding).
+//! migrated and writes succeed, the consumer owns its partitions and makes progress; the body
+//! says what blocks it).
 
-use crate::pipeline::Readiness;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use leadstream_runtime::health::{readyz, Readiness};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -32,11 +33,11 @@ pub async fn serve(
         .route(
             "/readyz",
             get(|State(s): State<AppState>| async move {
-                if s.readiness.get() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
+                let (code, body) = readyz(&s.readiness);
+                (
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    body,
+                )
             }),
         )
         .with_state(AppState { metrics, readiness });

@@ -110,9 +110,3 @@ pub fn rate_limited(kind: SourceKind) {
 pub fn newest_event(ms: i64) {
     metrics::gauge!("leadstream_collector_newest_event_timestamp_seconds").set(ms as f64 / 1000.0);
 }
-
-/// Readiness changed.
-pub fn readiness(ready: bool, why: &str) {
-    tracing::info!(ready, why, "readiness changed");
-    metrics::gauge!("leadstream_collector_ready").set(if ready { 1.0 } else { 0.0 });
-}

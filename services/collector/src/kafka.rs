@@ -3,41 +3,56 @@
 
 use crate::config::KafkaConfig;
 use crate::internal_events;
-use leadstream_runtime::lag::{self, LagBoard};
-use rdkafka::config::ClientConfig;
+use leadstream_runtime::group::Membership;
+use leadstream_runtime::lag::LagBoard;
 use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use std::sync::Arc;
 
-/// Consumer context: exports consumer lag from librdkafka statistics (to `/metrics` and, through
-/// the board, to ClickHouse) and logs rebalances.
+/// Consumer context: exports consumer lag from librdkafka statistics (to `/metrics`, through
+/// the board to ClickHouse, and to the membership for readiness) and records rebalances.
 pub struct LagContext {
     board: Arc<LagBoard>,
+    membership: Arc<Membership>,
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, stats: Statistics) {
-        for r in self.board.record(&stats) {
+        let rows = self.board.record(&stats);
+        for r in &rows {
             internal_events::consumer_lag(&r.topic, r.partition, r.lag);
         }
+        self.membership.lag(rows.iter().map(|r| r.lag).sum());
     }
 }
 
 impl ConsumerContext for LagContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+            self.membership.revoked();
+        }
+    }
+
     fn post_rebalance(
         &self,
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &Rebalance<'_>,
     ) {
         match rebalance {
-            Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned")
-            }
-            Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked")
-            }
+            Rebalance::Assign(tpl) => self.membership.assigned(
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect(),
+            ),
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
@@ -46,45 +61,21 @@ impl ConsumerContext for LagContext {
 /// The source consumer type.
 pub type SourceConsumer = StreamConsumer<LagContext>;
 
-fn base(cfg: &KafkaConfig) -> ClientConfig {
-    cfg.properties
-        .client_config(&cfg.brokers, cfg.sasl_password.as_ref())
-}
-
-/// A consumer-group consumer that commits only offsets the collector stored after a flush.
+/// A consumer-group consumer that commits only offsets the collector stored after a flush
+/// (librdkafka commits in the background, but only offsets stored by `store_offset`, which
+/// happens after ClickHouse and Kafka acknowledged the batch).
 pub fn consumer(
     cfg: &KafkaConfig,
     board: Arc<LagBoard>,
+    membership: Arc<Membership>,
 ) -> rdkafka::error::KafkaResult<SourceConsumer> {
-    let mut c = base(cfg);
-    c.set("group.id", &cfg.group_id)
-        // At-least-once: librdkafka commits in the background, but only offsets stored by
-        // `store_offset`, which happens after ClickHouse and Kafka acknowledged the batch.
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false");
-    for (k, v) in [
-        ("auto.offset.reset", "earliest"),
-        ("statistics.interval.ms", lag::STATISTICS_INTERVAL_MS),
-        ("auto.commit.interval.ms", "1000"),
-    ] {
-        cfg.properties.default_to(&mut c, k, v);
-    }
-    c.create_with_context(LagContext { board })
+    cfg.connection()
+        .consumer(&cfg.group_id)
+        .create_with_context(LagContext { board, membership })
 }
 
-/// The partitioner of `leads.normalized` (Kafka's Java default, murmur2 of the key).
-pub const PARTITIONER: &str = "murmur2_random";
-
-/// An idempotent producer for the normalized and dead-letter topics.
+/// An idempotent producer for the normalized and dead-letter topics, keyed with the
+/// partitioner the aggregator derives lead ownership from.
 pub fn producer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
-    let mut c = base(cfg);
-    for (k, v) in [("enable.idempotence", "true"), ("linger.ms", "5")] {
-        cfg.properties.default_to(&mut c, k, v);
-    }
-    // The aggregator computes which instance owns a lead from this mapping
-    // (`leadstream_schemas::partition`), so it is fixed, not configurable.
-    c.set("partitioner", PARTITIONER);
-    // Consumer-only properties passed for both clients would only produce warnings here.
-    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
-    c.create()
+    cfg.connection().producer().create()
 }

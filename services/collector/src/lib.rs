@@ -12,11 +12,13 @@ pub mod sink;
 
 pub use config::CollectorConfig;
 pub use leadstream_runtime::telemetry;
-pub use pipeline::Readiness;
 
+use leadstream_runtime::group::{self, Membership};
+use leadstream_runtime::health::Readiness;
 use leadstream_runtime::lag::{self, LagBoard};
+use leadstream_runtime::retry::{give_up_after, Retry};
 use leadstream_schemas::Normalizer;
-use pipeline::{Pipeline, Retry};
+use pipeline::Pipeline;
 use rdkafka::consumer::Consumer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +52,7 @@ pub enum CollectorError {
 /// ClickHouse being down at start is not an error: the collector waits for it (not ready meanwhile).
 pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<(), CollectorError> {
     let normalizer = Normalizer::new(cfg.normalizer_config()?);
-    let readiness = Arc::new(Readiness::default());
+    let readiness = Readiness::new("collector");
     let tracker = TaskTracker::new();
     if !cfg.http.listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
@@ -68,29 +70,16 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
         ));
     }
     // Retries stop SHUTDOWN_GRACE after shutdown, so a stuck flush cannot hold the process.
-    let give_up = CancellationToken::new();
-    {
-        let (shutdown, give_up) = (shutdown.clone(), give_up.clone());
-        tracker.spawn(async move {
-            // The grace sleep sits inside the raced future: a finished pipeline (give_up cancelled)
-            // must end the wait at once, not after the full grace.
-            let grace = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            };
-            tokio::select! {
-                _ = grace => {}
-                _ = give_up.cancelled() => {}
-            }
-            give_up.cancel();
-        });
-    }
-    let retry = Retry::new(&cfg, give_up.clone());
-    let sink = match retry
-        .sink(&readiness, || {
-            sink::Sink::connect(&cfg.clickhouse, "collector")
-        })
-        .await
+    let give_up = give_up_after(&shutdown, SHUTDOWN_GRACE, &tracker);
+    let retry = Retry::new(
+        Duration::from_millis(cfg.retry.initial_backoff_ms),
+        Duration::from_millis(cfg.retry.max_backoff_ms),
+        give_up.clone(),
+    );
+    let sink = match pipeline::retry_sink(&retry, &readiness, || {
+        sink::Sink::connect(&cfg.clickhouse, "collector")
+    })
+    .await
     {
         Ok(Ok(s)) => s,
         Ok(Err(why)) => {
@@ -108,13 +97,29 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
     };
     tracing::info!(database = %cfg.clickhouse.database, "clickhouse schema is up to date");
     let lag = LagBoard::new("collector");
-    let consumer = kafka::consumer(&cfg.kafka, lag.clone())?;
+    let session = Duration::from_millis(cfg.kafka.connection().session_timeout_ms());
+    let membership = Membership::new("collector", session);
+    let consumer = Arc::new(kafka::consumer(
+        &cfg.kafka,
+        lag.clone(),
+        membership.clone(),
+    )?);
     tracker.spawn(lag.write_every(sink.client().clone(), lag::INTERVAL, shutdown.clone()));
-    let topics: Vec<&str> = cfg.kafka.topics.keys().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    let topics: Vec<String> = cfg.kafka.topics.keys().cloned().collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    membership.subscribed();
+    readiness.attach(membership.clone());
     tracing::info!(?topics, group = %cfg.kafka.group_id, "subscribed");
+    tracker.spawn(group::watch(
+        consumer.clone(),
+        membership.clone(),
+        cfg.kafka.group_id.clone(),
+        topics,
+        shutdown.clone(),
+    ));
     let producer = kafka::producer(&cfg.kafka)?;
-    readiness.set(true, "subscribed and clickhouse migrated");
+    readiness.clear("starting");
     let pipeline = Pipeline {
         normalizer,
         limiters: pipeline::limiters(&cfg),
@@ -124,10 +129,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
         sink,
         retry,
         readiness: readiness.clone(),
+        membership,
         cfg,
     };
     pipeline.run(shutdown.clone()).await;
-    readiness.set(false, "shutting down");
+    readiness.block("shutdown", "shutting down");
     give_up.cancel();
     tracker.close();
     tracker.wait().await;

@@ -11,6 +11,9 @@ use crate::sink::{IngestErrorRow, LeadEventRow, Sink, SinkError};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use leadstream_runtime::dead_letter;
+use leadstream_runtime::group::Membership;
+use leadstream_runtime::health::Readiness;
+use leadstream_runtime::retry::{GaveUp, Retry};
 use leadstream_schemas::{
     ErrorCategory, NormalizeError, NormalizedEvent, Normalizer, SourceKind, SourceMeta,
 };
@@ -19,7 +22,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -56,92 +58,42 @@ impl Batch {
     }
 }
 
-/// Why the loop stopped flushing without success.
-#[derive(Debug)]
-pub(crate) struct GaveUp;
-
-/// Shared readiness flag for `/readyz`.
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
-
-impl Readiness {
-    /// Sets readiness, logging changes.
-    pub fn set(&self, ready: bool, why: &str) {
-        if self.0.swap(ready, Ordering::SeqCst) != ready {
-            events::readiness(ready, why);
+/// Runs a ClickHouse operation until it succeeds, the server rejects the data (`Ok(Err)`) or
+/// the give-up token fires; readiness follows the outcome.
+pub(crate) async fn retry_sink<T, F, Fut>(
+    retry: &Retry,
+    readiness: &Readiness,
+    op: F,
+) -> Result<Result<T, String>, GaveUp>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SinkError>>,
+{
+    let outcome = retry
+        .run(op, |attempt, wait, e| {
+            readiness.block("clickhouse", format!("writes failing: {e}"));
+            events::write_retry("clickhouse", attempt, wait, e);
+        })
+        .await?;
+    Ok(match outcome {
+        Ok(v) => {
+            readiness.clear("clickhouse");
+            Ok(v)
         }
-    }
-
-    /// Current readiness.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Retry policy with capped exponential backoff, abandoned when `give_up` fires.
-#[derive(Clone)]
-pub(crate) struct Retry {
-    initial: Duration,
-    max: Duration,
-    give_up: CancellationToken,
-}
-
-impl Retry {
-    pub(crate) fn new(cfg: &CollectorConfig, give_up: CancellationToken) -> Self {
-        Self {
-            initial: Duration::from_millis(cfg.retry.initial_backoff_ms),
-            max: Duration::from_millis(cfg.retry.max_backoff_ms),
-            give_up,
-        }
-    }
-
-    /// Runs `op` until it succeeds, fails with `Rejected`, or `give_up` fires.
-    pub(crate) async fn sink<T, F, Fut>(
-        &self,
-        readiness: &Readiness,
-        mut op: F,
-    ) -> Result<Result<T, String>, GaveUp>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, SinkError>>,
-    {
-        let mut backoff = self.initial;
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Ok(v) => {
-                    readiness.set(true, "clickhouse writes succeed");
-                    return Ok(Ok(v));
-                }
-                Err(SinkError::Rejected(why)) => return Ok(Err(why)),
-                Err(e @ SinkError::Transient(_)) => {
-                    attempt += 1;
-                    readiness.set(false, "clickhouse unavailable");
-                    events::write_retry("clickhouse", attempt, backoff, &e);
-                    self.pause(backoff).await?;
-                    backoff = (backoff * 2).min(self.max);
-                }
-            }
-        }
-    }
-
-    async fn pause(&self, d: Duration) -> Result<(), GaveUp> {
-        tokio::select! {
-            _ = self.give_up.cancelled() => Err(GaveUp),
-            _ = tokio::time::sleep(d) => Ok(()),
-        }
-    }
+        Err(e) => Err(e.to_string()),
+    })
 }
 
 /// The running collector loop's state.
 pub(crate) struct Pipeline {
     pub(crate) cfg: CollectorConfig,
     pub(crate) normalizer: Normalizer,
-    pub(crate) consumer: SourceConsumer,
+    pub(crate) consumer: Arc<SourceConsumer>,
     pub(crate) producer: FutureProducer,
     pub(crate) sink: Sink,
     pub(crate) retry: Retry,
     pub(crate) readiness: Arc<Readiness>,
+    pub(crate) membership: Arc<Membership>,
     pub(crate) limiters: HashMap<String, DefaultDirectRateLimiter>,
     pub(crate) kinds: HashMap<String, SourceKind>,
 }
@@ -176,6 +128,7 @@ impl Pipeline {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Ok(m) => {
+                        self.membership.consumed();
                         let kind = self.kinds.get(m.topic()).copied();
                         if let (Some(k), Some(l)) = (kind, self.limiters.get(m.topic())) {
                             if l.check().is_err() {
@@ -273,12 +226,10 @@ impl Pipeline {
     async fn flush(&mut self, mut batch: Batch) -> Result<(), GaveUp> {
         let rows: Vec<LeadEventRow> = batch.events.iter().map(LeadEventRow::from).collect();
         let sink = self.sink.clone();
-        let outcome = self
-            .retry
-            .sink(&self.readiness, || {
-                sink.insert::<LeadEventRow>("lead_events", &rows)
-            })
-            .await?;
+        let outcome = retry_sink(&self.retry, &self.readiness, || {
+            sink.insert::<LeadEventRow>("lead_events", &rows)
+        })
+        .await?;
         if let Err(why) = outcome {
             tracing::warn!(reason = %why, rows = rows.len(), "clickhouse rejected a batch; inserting row by row to isolate the bad rows");
             self.isolate_rejected_rows(&mut batch, &rows).await?;
@@ -297,12 +248,10 @@ impl Pipeline {
                 )
             })
             .collect();
-        if let Err(why) = self
-            .retry
-            .sink(&self.readiness, || {
-                sink.insert::<IngestErrorRow>("ingest_errors", &error_rows)
-            })
-            .await?
+        if let Err(why) = retry_sink(&self.retry, &self.readiness, || {
+            sink.insert::<IngestErrorRow>("ingest_errors", &error_rows)
+        })
+        .await?
         {
             // Our own error rows are well-formed; if the server still refuses them, the dead-letter
             // topic keeps the record and the partition must not stall on bookkeeping.
@@ -340,12 +289,10 @@ impl Pipeline {
         let mut kept = Vec::with_capacity(batch.events.len());
         for (ev, row) in std::mem::take(&mut batch.events).into_iter().zip(rows) {
             let one = std::slice::from_ref(row);
-            match self
-                .retry
-                .sink(&self.readiness, || {
-                    sink.insert::<LeadEventRow>("lead_events", one)
-                })
-                .await?
+            match retry_sink(&self.retry, &self.readiness, || {
+                sink.insert::<LeadEventRow>("lead_events", one)
+            })
+            .await?
             {
                 Ok(()) => kept.push(ev),
                 Err(why) => {
@@ -384,7 +331,7 @@ impl Pipeline {
             })
             .collect();
         let mut pending: Vec<usize> = (0..normalized.len() + batch.dead.len()).collect();
-        let mut backoff = self.retry.initial;
+        let mut backoff = self.retry.backoff();
         let mut attempt = 0;
         while !pending.is_empty() {
             let normalized = &normalized;
@@ -420,7 +367,7 @@ impl Pipeline {
                     (i, result.map_err(|(e, _)| e))
                 }
             });
-            let results = futures::future::join_all(sends).await;
+            let results = self.retry.race(futures::future::join_all(sends)).await?;
             let failed: Vec<(usize, rdkafka::error::KafkaError)> = results
                 .into_iter()
                 .filter_map(|(i, r)| r.err().map(|e| (i, e)))
@@ -434,13 +381,15 @@ impl Pipeline {
             );
             if let Some((_, e)) = failed.first() {
                 attempt += 1;
-                self.readiness.set(false, "kafka publish failing");
-                events::write_retry("kafka", attempt, backoff, e);
-                self.retry.pause(backoff).await?;
-                backoff = (backoff * 2).min(self.retry.max);
+                let wait = backoff.step();
+                self.readiness
+                    .block("kafka", format!("publishing failing: {e}"));
+                events::write_retry("kafka", attempt, wait, e);
+                self.retry.pause(wait).await?;
             }
             pending = failed.into_iter().map(|(i, _)| i).collect();
         }
+        self.readiness.clear("kafka");
         Ok(())
     }
 }

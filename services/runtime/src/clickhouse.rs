@@ -143,6 +143,12 @@ fn base_client(cfg: &ClickHouseConfig) -> Client {
     c
 }
 
+/// A client of the configured database, without touching the server (queries fail until it
+/// answers and the schema exists).
+pub fn client(cfg: &ClickHouseConfig) -> Client {
+    base_client(cfg).with_database(&cfg.database)
+}
+
 impl Sink {
     /// Creates the database if needed, applies the migrations and returns the sink.
     pub async fn connect(cfg: &ClickHouseConfig, service: &'static str) -> Result<Self, SinkError> {

@@ -82,10 +82,34 @@ pub fn read_secret_file(
     Ok(())
 }
 
-/// librdkafka properties whose `Debug` hides values of keys that look secret.
-#[derive(Clone, Default, Serialize, Deserialize)]
+/// librdkafka properties whose `Debug` and serialized forms (`--print-config`) hide the values
+/// of keys that look secret.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+/// What a secret-looking property shows instead of its value.
+const REDACTED: &str = "[redacted]";
+
+impl KafkaProperties {
+    /// The entries with secret-looking values replaced, for every printed form.
+    fn shown(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| {
+            let v = if is_secret_property(k) {
+                REDACTED
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), v)
+        })
+    }
+}
+
+impl Serialize for KafkaProperties {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.shown())
+    }
+}
 
 /// Whether a librdkafka property holds a secret.
 pub fn is_secret_property(key: &str) -> bool {
@@ -97,18 +121,7 @@ pub fn is_secret_property(key: &str) -> bool {
 
 impl std::fmt::Debug for KafkaProperties {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                (
-                    k,
-                    if is_secret_property(k) {
-                        "[redacted]"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            }))
-            .finish()
+        f.debug_map().entries(self.shown()).finish()
     }
 }
 
@@ -164,7 +177,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Human,
-            level: "info".into(),
+            level: "info,rdkafka=warn".into(),
         }
     }
 }
@@ -184,17 +197,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_properties_are_redacted_in_debug() {
+    fn secret_properties_are_redacted_in_debug_and_dumps() {
         let p = KafkaProperties(
             [
                 ("sasl.password".to_string(), "hunter2".to_string()),
+                ("ssl.key.password".to_string(), "pem-pass".to_string()),
                 ("security.protocol".to_string(), "SASL_SSL".to_string()),
             ]
             .into(),
         );
-        let shown = format!("{p:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("SASL_SSL"), "{shown}");
+        for shown in [
+            format!("{p:?}"),
+            serde_yaml::to_string(&p).unwrap(),
+            serde_json::to_string(&p).unwrap(),
+        ] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("pem-pass"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("SASL_SSL") && shown.contains("sasl.password"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,12 @@
 pub mod clickhouse;
 pub mod config;
 pub mod dead_letter;
+pub mod group;
+pub mod health;
+mod internal_events;
+pub mod kafka;
 pub mod lag;
+pub mod retry;
 pub mod signals;
 pub mod telemetry;
 

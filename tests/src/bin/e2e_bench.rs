@@ -106,7 +106,7 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let cfg = w.collector_config("bench");
+    let cfg = w.collector_config();
     let mut cfg = cfg;
     cfg.batch.flush_interval_ms = 500;
     cfg.kafka
@@ -167,7 +167,7 @@ async fn main() {
     assert_eq!(stored, Some(n), "every event must be stored exactly once");
 
     // The aggregator was down while all of it arrived: it starts on an N-event backlog.
-    let cfg = w.aggregator_config("bench", &free_addr());
+    let cfg = w.aggregator_config(&free_addr());
     let group = cfg.kafka.group_id.clone();
     let topics = vec![w.normalized_topic(), w.stitch_topic()];
     let cpu0 = cpu_seconds();
