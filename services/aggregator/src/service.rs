@@ -12,7 +12,7 @@ use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
 use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
-use leadstream_runtime::dead_letter;
+use leadstream_runtime::dead_letter::{self, Payload};
 use leadstream_runtime::group::Membership;
 use leadstream_runtime::lag::LagBoard;
 use leadstream_runtime::retry::{GaveUp, Retry};
@@ -166,7 +166,7 @@ pub struct Unreadable {
     partition: i32,
     offset: i64,
     key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    payload: Payload,
     error: String,
 }
 
@@ -413,7 +413,7 @@ impl Service<'_> {
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
-                payload: payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                payload: Payload::of(payload.unwrap_or_default()),
                 error,
             })
         };

@@ -109,6 +109,8 @@ pub struct NormalizeConfig {
 pub struct BatchConfig {
     /// A batch is flushed at this many messages.
     pub max_rows: usize,
+    /// ... or when the messages read hold this many bytes ...
+    pub max_bytes: usize,
     /// ... or this long after its first message, whichever comes first.
     pub flush_interval_ms: u64,
 }
@@ -168,6 +170,7 @@ impl Default for CollectorConfig {
             },
             batch: BatchConfig {
                 max_rows: 10_000,
+                max_bytes: 16 * 1024 * 1024,
                 flush_interval_ms: 500,
             },
             retry: RetryConfig {
@@ -285,6 +288,12 @@ impl CollectorConfig {
         }
         if self.batch.max_rows == 0 || self.batch.max_rows > 1_000_000 {
             return Err(invalid("batch.max_rows", "must be between 1 and 1000000"));
+        }
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.batch.max_bytes) {
+            return Err(invalid(
+                "batch.max_bytes",
+                "must be between 65536 and 1073741824",
+            ));
         }
         if !(1..=60_000).contains(&self.batch.flush_interval_ms) {
             return Err(invalid(

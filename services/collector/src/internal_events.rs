@@ -75,6 +75,14 @@ pub fn row_rejected_by_sink(event_id: &str, error: &dyn std::fmt::Display) {
         .increment(1);
 }
 
+/// The broker refused a record for good (too large, invalid): it is not retried. `what` says
+/// which kind (`normalized` becomes a dead letter; a `dead_letter` is dropped, its
+/// `ingest_errors` row remains); `id` is the event id or the payload's SHA-256.
+pub fn publish_refused(what: &'static str, id: &str, error: &dyn std::fmt::Display) {
+    tracing::error!(what, id, %error, "kafka refused a record; not retrying it");
+    metrics::counter!("leadstream_collector_publish_refused_total", "topic" => what).increment(1);
+}
+
 /// Messages were published to a Kafka topic.
 pub fn published(target: &'static str, count: usize) {
     metrics::counter!("leadstream_collector_published_total", "topic" => target)

@@ -8,6 +8,7 @@ pub mod http;
 pub mod internal_events;
 pub mod kafka;
 mod pipeline;
+mod publish;
 pub mod sink;
 
 pub use config::CollectorConfig;

@@ -10,7 +10,7 @@ use crate::kafka::SourceConsumer;
 use crate::sink::{IngestErrorRow, LeadEventRow, Sink, SinkError};
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use leadstream_runtime::dead_letter;
+use leadstream_runtime::dead_letter::Payload;
 use leadstream_runtime::group::Membership;
 use leadstream_runtime::health::Readiness;
 use leadstream_runtime::retry::{GaveUp, Retry};
@@ -19,7 +19,7 @@ use leadstream_schemas::{
 };
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -29,14 +29,15 @@ use tokio_util::sync::CancellationToken;
 
 /// A rejected message on its way to the dead-letter topic and `ingest_errors`.
 #[derive(Debug)]
-struct DeadLetter {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    error: NormalizeError,
-    received_at_ms: i64,
+pub(crate) struct DeadLetter {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    /// Bounded at once: an oversized message costs a batch no more than a normal one.
+    pub(crate) payload: Payload,
+    pub(crate) error: NormalizeError,
+    pub(crate) received_at_ms: i64,
 }
 
 /// Messages read since the last flush.
@@ -49,6 +50,8 @@ struct Batch {
     /// already in the batch is recorded without allocating.
     offsets: BTreeMap<String, BTreeMap<i32, i64>>,
     messages: usize,
+    /// Bytes the batch holds (payloads as read, dead letters as kept).
+    bytes: usize,
     deadline: Option<Instant>,
 }
 
@@ -140,7 +143,9 @@ impl Pipeline {
                             }
                         }
                         self.accept(&mut batch, kind, &m);
-                        if batch.messages >= self.cfg.batch.max_rows && self.flush(std::mem::take(&mut batch)).await.is_err() {
+                        let full = batch.messages >= self.cfg.batch.max_rows
+                            || batch.bytes >= self.cfg.batch.max_bytes;
+                        if full && self.flush(std::mem::take(&mut batch)).await.is_err() {
                             break;
                         }
                     }
@@ -194,21 +199,26 @@ impl Pipeline {
         };
         match result {
             Ok(ev) => {
+                batch.bytes += payload.len();
                 if batch.seen.insert(ev.event_id.clone()) {
                     batch.events.push(ev);
                 } else {
                     events::duplicate_in_batch(kind.map_or("unknown", SourceKind::as_str));
                 }
             }
-            Err(error) => batch.dead.push(DeadLetter {
-                topic: topic.to_string(),
-                partition,
-                offset,
-                key: m.key().map(<[u8]>::to_vec),
-                payload: payload.to_vec(),
-                error,
-                received_at_ms: received_at.timestamp_millis(),
-            }),
+            Err(error) => {
+                let payload = Payload::of(payload);
+                batch.bytes += payload.kept.len();
+                batch.dead.push(DeadLetter {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload,
+                    error,
+                    received_at_ms: received_at.timestamp_millis(),
+                })
+            }
         }
         let partitions = match batch.offsets.get_mut(topic) {
             Some(p) => p,
@@ -257,7 +267,14 @@ impl Pipeline {
             // topic keeps the record and the partition must not stall on bookkeeping.
             tracing::error!(reason = %why, rows = error_rows.len(), "clickhouse rejected ingest_errors rows; they remain in the dead-letter topic");
         }
-        self.publish_all(&batch).await?;
+        crate::publish::Publisher {
+            producer: &self.producer,
+            retry: &self.retry,
+            readiness: &self.readiness,
+            kafka: &self.cfg.kafka,
+        }
+        .publish(&batch.events, &batch.dead)
+        .await?;
         let mut stored = 0;
         for (topic, partitions) in &batch.offsets {
             for (partition, offset) in partitions {
@@ -304,7 +321,7 @@ impl Pipeline {
                         key: Some(ev.lead_key().into_bytes()),
                         // The original bytes were not kept for valid messages; the normalized
                         // event (hashes, no personal data) stands in for them.
-                        payload: serde_json::to_vec(&ev).unwrap_or_default(),
+                        payload: Payload::of(&serde_json::to_vec(&ev).unwrap_or_default()),
                         error: NormalizeError::whole(
                             ErrorCategory::SinkRejected,
                             format!("clickhouse rejected the row: {why}"),
@@ -315,81 +332,6 @@ impl Pipeline {
             }
         }
         batch.events = kept;
-        Ok(())
-    }
-
-    /// Publishes normalized events and dead letters; retries failed deliveries until acknowledged.
-    async fn publish_all(&self, batch: &Batch) -> Result<(), GaveUp> {
-        let normalized: Vec<(Vec<u8>, Vec<u8>)> = batch
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.lead_key().into_bytes(),
-                    serde_json::to_vec(e).unwrap_or_default(),
-                )
-            })
-            .collect();
-        let mut pending: Vec<usize> = (0..normalized.len() + batch.dead.len()).collect();
-        let mut backoff = self.retry.backoff();
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            let normalized = &normalized;
-            let sends = pending.iter().map(|&i| {
-                let producer = &self.producer;
-                async move {
-                    let result = if let Some((key, payload)) = normalized.get(i) {
-                        let rec = FutureRecord::to(&self.cfg.kafka.normalized_topic)
-                            .key(key)
-                            .payload(payload);
-                        producer
-                            .send(rec, Duration::from_secs(30))
-                            .await
-                            .map(|_| ())
-                    } else {
-                        let d = &batch.dead[i - normalized.len()];
-                        let letter = dead_letter::DeadLetter {
-                            topic: &d.topic,
-                            partition: d.partition,
-                            offset: d.offset,
-                            key: d.key.as_deref(),
-                            payload: &d.payload,
-                            category: d.error.category.as_str(),
-                            field: d.error.field.as_deref(),
-                            message: &d.error.message,
-                        };
-                        let rec = dead_letter::record(&self.cfg.kafka.dead_letter_topic, &letter);
-                        producer
-                            .send(rec, Duration::from_secs(30))
-                            .await
-                            .map(|_| ())
-                    };
-                    (i, result.map_err(|(e, _)| e))
-                }
-            });
-            let results = self.retry.race(futures::future::join_all(sends)).await?;
-            let failed: Vec<(usize, rdkafka::error::KafkaError)> = results
-                .into_iter()
-                .filter_map(|(i, r)| r.err().map(|e| (i, e)))
-                .collect();
-            let sent_normalized = pending.iter().filter(|&&i| i < normalized.len()).count()
-                - failed.iter().filter(|(i, _)| *i < normalized.len()).count();
-            events::published("normalized", sent_normalized);
-            events::published(
-                "dead_letter",
-                pending.len() - failed.len() - sent_normalized,
-            );
-            if let Some((_, e)) = failed.first() {
-                attempt += 1;
-                let wait = backoff.step();
-                self.readiness
-                    .block("kafka", format!("publishing failing: {e}"));
-                events::write_retry("kafka", attempt, wait, e);
-                self.retry.pause(wait).await?;
-            }
-            pending = failed.into_iter().map(|(i, _)| i).collect();
-        }
-        self.readiness.clear("kafka");
         Ok(())
     }
 }

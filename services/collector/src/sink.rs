@@ -2,6 +2,7 @@
 //! data the server rejects.
 
 pub use leadstream_runtime::clickhouse::{Sink, SinkError};
+use leadstream_runtime::dead_letter::Payload;
 use leadstream_schemas::money::to_scaled_i64;
 use leadstream_schemas::{NormalizeError, NormalizedEvent};
 use serde::Serialize;
@@ -120,11 +121,10 @@ impl IngestErrorRow {
         topic: &str,
         partition: i32,
         offset: i64,
-        payload: &[u8],
+        payload: &Payload,
         err: &NormalizeError,
         received_at_ms: i64,
     ) -> Self {
-        use sha2::Digest;
         Self {
             source_topic: topic.to_string(),
             source_partition: partition,
@@ -132,8 +132,8 @@ impl IngestErrorRow {
             category: err.category.as_str(),
             field: err.field.clone().unwrap_or_default(),
             message: err.message.clone(),
-            payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-            payload_sha256: hex::encode(sha2::Sha256::digest(payload)),
+            payload_bytes: u32::try_from(payload.original_bytes).unwrap_or(u32::MAX),
+            payload_sha256: payload.sha256.clone(),
             received_at: received_at_ms,
         }
     }

@@ -6,6 +6,8 @@ use crate::config::KafkaProperties;
 use crate::lag;
 use leadstream_schemas::Secret;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 /// Consumer properties leadstream chooses unless the user sets them.
 ///
@@ -64,6 +66,25 @@ pub const MANAGED: &[&str] = &[
     "enable.auto.offset.store",
     "partitioner",
 ];
+
+/// Whether a failed delivery can never succeed as it is: the broker (or librdkafka on its
+/// behalf) refuses the record itself. Everything else (the broker away, timeouts, leadership
+/// moving, authorization an operator may fix) is worth retrying.
+pub fn is_permanent(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::MessageBatchTooLarge
+                | C::BadMessage
+                | C::InvalidArgument
+        )
+    )
+}
 
 /// Where a service's Kafka clients connect.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +177,19 @@ mod tests {
         assert_eq!(pr.get("linger.ms"), Some("50"));
         assert_eq!(pr.get("message.timeout.ms"), Some("30000"));
         assert_eq!(pr.get("partitioner"), Some(PARTITIONER));
+    }
+
+    #[test]
+    fn refused_records_are_permanent_and_outages_are_not() {
+        let produce = |c| KafkaError::MessageProduction(c);
+        assert!(is_permanent(&produce(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        )));
+        assert!(!is_permanent(&produce(RDKafkaErrorCode::MessageTimedOut)));
+        assert!(!is_permanent(&produce(RDKafkaErrorCode::AllBrokersDown)));
+        assert!(!is_permanent(&produce(
+            RDKafkaErrorCode::NotLeaderForPartition
+        )));
     }
 
     #[test]
