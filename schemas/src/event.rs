@@ -108,7 +108,83 @@ pub struct NormalizedEvent {
     pub extra: Map<String, Value>,
 }
 
+/// Why a message on the normalized topic is not a normalized event as the collector writes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {reason}")]
+pub struct ContractViolation {
+    /// The offending field.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+fn violation(field: &'static str, reason: impl Into<String>) -> ContractViolation {
+    ContractViolation {
+        field,
+        reason: reason.into(),
+    }
+}
+
 impl NormalizedEvent {
+    /// Checks what a consumer of the normalized topic relies on, so a message that did not come
+    /// from the collector (or was damaged on the way) is refused instead of trusted: a 128-bit
+    /// hex event id, ids the contract allows, a lead key, an event time in range, bounded text.
+    pub fn check(&self) -> Result<(), ContractViolation> {
+        let id = self.event_id.as_bytes();
+        if id.len() != 32
+            || !id
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        {
+            return Err(violation("event_id", "must be 32 lowercase hex characters"));
+        }
+        for (field, v) in [
+            ("native_id", Some(&self.native_id)),
+            ("lead_id", self.lead_id.as_ref()),
+            ("device_id", self.device_id.as_ref()),
+        ] {
+            if let Some(v) = v {
+                if v.trim().is_empty() || v.len() > crate::normalize::MAX_ID_BYTES {
+                    return Err(violation(
+                        field,
+                        "must be a non-empty id of at most 128 bytes",
+                    ));
+                }
+            }
+        }
+        if self.lead_id.is_none() && self.device_id.is_none() {
+            return Err(violation(
+                "lead_id",
+                "an event needs a lead_id or a device_id",
+            ));
+        }
+        let t = self.event_time.timestamp_millis();
+        if !(crate::timestamp::MIN_MS..crate::timestamp::MAX_MS).contains(&t) {
+            return Err(violation(
+                "event_time",
+                "must lie in 2000-01-01..2100-01-01",
+            ));
+        }
+        for (field, v) in [
+            ("channel", &self.channel),
+            ("variant", &self.variant),
+            ("reason", &self.reason),
+            ("call_outcome", &self.call_outcome),
+            ("plan", &self.plan),
+            ("utm_source", &self.utm_source),
+            ("utm_medium", &self.utm_medium),
+            ("utm_campaign", &self.utm_campaign),
+            ("platform", &self.platform),
+        ] {
+            if v.as_ref()
+                .is_some_and(|s| s.len() > crate::normalize::MAX_TEXT_BYTES)
+            {
+                return Err(violation(field, "text longer than 2048 bytes"));
+            }
+        }
+        Ok(())
+    }
+
     /// The partitioning key for `leads.normalized`: the lead id, else `device:<device_id>`.
     pub fn lead_key(&self) -> String {
         match (&self.lead_id, &self.device_id) {

@@ -18,7 +18,7 @@ pub mod timestamp;
 
 pub use channel::{ChannelInput, ChannelRules, ChannelRulesError};
 pub use error::{ErrorCategory, NormalizeError};
-pub use event::NormalizedEvent;
+pub use event::{ContractViolation, NormalizedEvent};
 pub use normalize::{
     event_id, Normalizer, NormalizerConfig, SourceMeta, DEFAULT_MAX_MESSAGE_BYTES,
 };

@@ -7,9 +7,9 @@ use serde_json::Value;
 /// Epoch values above this are milliseconds, at or below it seconds (SPEC §1).
 const MILLIS_THRESHOLD: f64 = 1e11;
 /// Earliest accepted event time: 2000-01-01T00:00:00Z. Older values are almost always unit bugs.
-const MIN_MS: i64 = 946_684_800_000;
+pub const MIN_MS: i64 = 946_684_800_000;
 /// Latest accepted event time (exclusive): 2100-01-01T00:00:00Z.
-const MAX_MS: i64 = 4_102_444_800_000;
+pub const MAX_MS: i64 = 4_102_444_800_000;
 
 /// Why a timestamp value was refused (the caller adds the field name).
 #[derive(Debug, Clone, PartialEq, Eq)]

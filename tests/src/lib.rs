@@ -5,6 +5,7 @@
 
 pub mod aggregator;
 pub mod browser;
+pub mod fuzz;
 pub mod grafana;
 pub mod process;
 

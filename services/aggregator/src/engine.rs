@@ -188,7 +188,8 @@ impl Masks {
 /// The event id as two u64 (hex order = numeric order, so sorting by it equals sorting by the
 /// id string); ids that are not 32 hex characters are hashed.
 fn parse_id(id: &str) -> [u64; 2] {
-    if id.len() == 32 {
+    // ASCII first: slicing a 32-byte string with multi-byte characters at byte 16 would panic.
+    if id.len() == 32 && id.is_ascii() {
         if let (Ok(a), Ok(b)) = (
             u64::from_str_radix(&id[..16], 16),
             u64::from_str_radix(&id[16..], 16),

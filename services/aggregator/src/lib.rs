@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod decode;
 pub mod engine;
 pub mod funnel;
 pub mod internal_events;

@@ -5,6 +5,7 @@
 
 use crate::api::Health;
 use crate::config::AggregatorConfig;
+use crate::decode::{self, Recheck};
 use crate::engine::{Engine, Ingested, Output, Ownership};
 use crate::funnel::Funnels;
 use crate::internal_events as events;
@@ -16,11 +17,9 @@ use leadstream_runtime::dead_letter::{self, Payload};
 use leadstream_runtime::group::Membership;
 use leadstream_runtime::lag::LagBoard;
 use leadstream_runtime::retry::{GaveUp, Retry};
-use leadstream_schemas::NormalizedEvent;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,13 +167,6 @@ pub struct Unreadable {
     key: Option<Vec<u8>>,
     payload: Payload,
     error: String,
-}
-
-/// What a recheck message on the stitching topic carries (its key is the lead key too).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Recheck {
-    /// The lead to recheck.
-    pub recheck: String,
 }
 
 /// Everything the consume loop works with.
@@ -418,19 +410,18 @@ impl Service<'_> {
             })
         };
         if m.topic() == self.cfg.kafka.stitch_topic {
-            return match payload.map(serde_json::from_slice::<Recheck>) {
-                Some(Ok(r)) => {
-                    engine.recheck(&r.recheck);
+            return match decode::recheck(payload) {
+                Ok(key) => {
+                    engine.recheck(&key);
                     events::recheck_received();
                     None
                 }
-                Some(Err(err)) => unreadable(format!("not a recheck message: {err}")),
-                None => unreadable("empty payload".into()),
+                Err(why) => unreadable(why),
             };
         }
         let received = chrono::Utc::now().timestamp_millis();
-        match payload.map(serde_json::from_slice::<NormalizedEvent>) {
-            Some(Ok(e)) => {
+        match decode::normalized(payload) {
+            Ok(e) => {
                 // With one partition every key is where it belongs (no key to build per event).
                 if engine.ownership().partitions() > 1 {
                     let key = e.lead_key();
@@ -453,8 +444,7 @@ impl Service<'_> {
                 }
                 None
             }
-            Some(Err(err)) => unreadable(format!("not a normalized event: {err}")),
-            None => unreadable("empty payload".into()),
+            Err(why) => unreadable(why),
         }
     }
 
