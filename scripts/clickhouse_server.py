@@ -17,6 +17,8 @@ CONFIG = """<clickhouse>
   <http_port>{http_port}</http_port>
   <tcp_port>{tcp_port}</tcp_port>
   <users_config>users.xml</users_config>
+  <query_log><database>system</database><table>query_log</table>
+    <flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log>
   <logger><level>warning</level><console>1</console></logger>
 </clickhouse>
 """
@@ -24,12 +26,19 @@ CONFIG = """<clickhouse>
 # async_insert=0 and lz4 network compression: ClickHouse 26 changed both defaults, and the Rust
 # client expects the old ones. The collector also sets them per request, so production servers with
 # 26.x defaults behave the same.
+# `leadstream_reader` is a read-only user for the aggregator's API (api.clickhouse_user):
+# readonly=2 reads and lets a query carry settings (max_execution_time), but writes nothing.
+# clickhouse-local keeps no SQL-created users, so it is declared here.
 USERS = """<clickhouse>
   <profiles>
     <default>
       <network_compression_method>lz4</network_compression_method>
       <async_insert>0</async_insert>
     </default>
+    <reader>
+      <network_compression_method>lz4</network_compression_method>
+      <readonly>2</readonly>
+    </reader>
   </profiles>
   <users>
     <default>
@@ -39,6 +48,12 @@ USERS = """<clickhouse>
       <quota>default</quota>
       <access_management>1</access_management>
     </default>
+    <leadstream_reader>
+      <password>reader-password</password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>reader</profile>
+      <quota>default</quota>
+    </leadstream_reader>
   </users>
   <quotas><default></default></quotas>
 </clickhouse>

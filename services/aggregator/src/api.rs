@@ -7,6 +7,7 @@
 //! section "Aggregator API" documents each endpoint with an example.
 
 use crate::funnel::{Funnel, Funnels};
+use crate::internal_events as events;
 use crate::stats::{compare, Arm};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -21,6 +22,8 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Facts the service loop keeps for `/readyz` and `/api/v1/status`.
 #[derive(Debug)]
@@ -80,6 +83,10 @@ pub struct Api {
     pub health: Arc<Health>,
     /// Minimum arm size of the A/B comparison.
     pub min_sample: u64,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+    /// Requests served at once (the rest get a 503).
+    pub permits: Arc<Semaphore>,
 }
 
 /// An API error: status plus a JSON body naming the parameter.
@@ -98,16 +105,28 @@ impl ApiError {
             message: message.into(),
         }
     }
-}
 
-impl From<clickhouse::error::Error> for ApiError {
-    fn from(e: clickhouse::error::Error) -> Self {
-        tracing::warn!(error = %e, "api query failed");
+    pub(crate) fn unavailable(message: &str) -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             parameter: None,
-            message: format!("clickhouse query failed: {e}"),
+            message: message.into(),
         }
+    }
+}
+
+impl From<clickhouse::error::Error> for ApiError {
+    // The details go to the log only: a ClickHouse exception names tables, users and settings
+    // that an API client has no business seeing.
+    fn from(e: clickhouse::error::Error) -> Self {
+        events::api_query_failed(&e);
+        let timed_out = matches!(&e, clickhouse::error::Error::BadResponse(m)
+            if m.contains("TIMEOUT_EXCEEDED") || m.contains("Code: 159."));
+        Self::unavailable(if timed_out {
+            "the answer took longer than api.max_execution_time; narrow the time range"
+        } else {
+            "the answer could not be read from ClickHouse right now; try again"
+        })
     }
 }
 
@@ -123,8 +142,25 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-/// The routes.
+/// The routes: operational endpoints always answer; the API and the wallboard go through
+/// [`crate::guard::guard`].
 pub fn router(api: Api) -> Router {
+    let views = Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/wallboard", get(crate::wallboard::page))
+        .route("/api/v1/wallboard", get(crate::wallboard::data))
+        .route("/api/v1/funnels", get(list_funnels))
+        .route("/api/v1/funnels/{funnel}/cohort", get(cohort))
+        .route("/api/v1/funnels/{funnel}/flow", get(flow))
+        .route("/api/v1/funnels/{funnel}/occupancy", get(occupancy))
+        .route("/api/v1/funnels/{funnel}/losses", get(losses))
+        .route("/api/v1/funnels/{funnel}/transitions", get(transitions))
+        .route("/api/v1/funnels/{funnel}/channels", get(channels))
+        .route("/api/v1/funnels/{funnel}/compare", get(ab_compare))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            crate::guard::guard,
+        ));
     Router::new()
         .route(
             "/metrics",
@@ -141,17 +177,7 @@ pub fn router(api: Api) -> Router {
                 )
             }),
         )
-        .route("/api/v1/status", get(status))
-        .route("/wallboard", get(crate::wallboard::page))
-        .route("/api/v1/wallboard", get(crate::wallboard::data))
-        .route("/api/v1/funnels", get(list_funnels))
-        .route("/api/v1/funnels/{funnel}/cohort", get(cohort))
-        .route("/api/v1/funnels/{funnel}/flow", get(flow))
-        .route("/api/v1/funnels/{funnel}/occupancy", get(occupancy))
-        .route("/api/v1/funnels/{funnel}/losses", get(losses))
-        .route("/api/v1/funnels/{funnel}/transitions", get(transitions))
-        .route("/api/v1/funnels/{funnel}/channels", get(channels))
-        .route("/api/v1/funnels/{funnel}/compare", get(ab_compare))
+        .merge(views)
         .with_state(api)
 }
 

@@ -112,6 +112,20 @@ pub struct ApiConfig {
     pub listen: String,
     /// Below this many leads in either arm, the A/B comparison answers "insufficient data".
     pub min_sample: u64,
+    /// ClickHouse user the API queries as (e.g. a read-only one); default: `clickhouse.user`.
+    pub clickhouse_user: Option<String>,
+    /// Its password; better `LEADSTREAM_API__CLICKHOUSE_PASSWORD` or `clickhouse_password_file`.
+    pub clickhouse_password: Option<Secret<String>>,
+    /// File holding that password.
+    pub clickhouse_password_file: Option<PathBuf>,
+    /// ClickHouse stops an API query after this long (`max_execution_time`).
+    #[serde(with = "humantime_serde")]
+    pub max_execution_time: Duration,
+    /// A request gets a 503 when it takes longer than this.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests served at once; more get a 503 at once instead of queueing on ClickHouse.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for AggregatorConfig {
@@ -150,6 +164,12 @@ impl Default for AggregatorConfig {
             api: ApiConfig {
                 listen: "127.0.0.1:9465".into(),
                 min_sample: 100,
+                clickhouse_user: None,
+                clickhouse_password: None,
+                clickhouse_password_file: None,
+                max_execution_time: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(10),
+                max_concurrent_requests: 32,
             },
             log: LogConfig::default(),
         }
@@ -157,6 +177,16 @@ impl Default for AggregatorConfig {
 }
 
 impl AggregatorConfig {
+    /// The ClickHouse settings of the API's queries: its own user when one is configured.
+    pub fn api_clickhouse(&self) -> ClickHouseConfig {
+        let mut c = self.clickhouse.clone();
+        if let Some(user) = &self.api.clickhouse_user {
+            c.user = user.clone();
+            c.password = self.api.clickhouse_password.clone();
+        }
+        c
+    }
+
     /// Defaults, then `file` (when given), then `LEADSTREAM_*` environment variables; validated.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut cfg: Self = load_layered(Self::default(), file, SECTIONS)?;
@@ -169,6 +199,11 @@ impl AggregatorConfig {
             "clickhouse.password_file",
             &cfg.clickhouse.password_file,
             &mut cfg.clickhouse.password,
+        )?;
+        read_secret_file(
+            "api.clickhouse_password_file",
+            &cfg.api.clickhouse_password_file,
+            &mut cfg.api.clickhouse_password,
         )?;
         cfg.validate()?;
         Ok(cfg)
@@ -216,6 +251,24 @@ impl AggregatorConfig {
         }
         if self.api.min_sample == 0 {
             return Err(invalid("api.min_sample", "must be positive"));
+        }
+        if self.api.max_execution_time < Duration::from_secs(1) {
+            return Err(invalid(
+                "api.max_execution_time",
+                "must be at least 1s (ClickHouse counts whole seconds)",
+            ));
+        }
+        if self.api.request_timeout.is_zero() {
+            return Err(invalid("api.request_timeout", "must be positive"));
+        }
+        if self.api.max_concurrent_requests == 0 {
+            return Err(invalid("api.max_concurrent_requests", "must be positive"));
+        }
+        if self.api.clickhouse_password.is_some() && self.api.clickhouse_user.is_none() {
+            return Err(invalid(
+                "api.clickhouse_user",
+                "is required when api.clickhouse_password is set",
+            ));
         }
         Ok(())
     }

@@ -121,3 +121,14 @@ pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     metrics::gauge!("leadstream_aggregator_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);
 }
+
+/// An API query failed in ClickHouse; the client gets a plain 503, the details go here.
+pub fn api_query_failed(error: &dyn std::fmt::Display) {
+    tracing::warn!(%error, "api query failed");
+    metrics::counter!("leadstream_aggregator_api_errors_total", "why" => "clickhouse").increment(1);
+}
+
+/// An API request was turned away because `api.max_concurrent_requests` were being served.
+pub fn api_busy() {
+    metrics::counter!("leadstream_aggregator_api_errors_total", "why" => "busy").increment(1);
+}

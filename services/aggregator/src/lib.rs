@@ -7,6 +7,7 @@ pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod funnel;
+pub mod guard;
 pub mod internal_events;
 pub mod machine;
 pub mod rollup;
@@ -124,11 +125,17 @@ pub async fn run(
     // The endpoints answer from the start (not ready while ClickHouse or the broker is away).
     tracing::info!(addr = %cfg.api.listen, "serving the API, /metrics, /healthz, /readyz");
     let app = api::router(api::Api {
-        client: leadstream_runtime::clickhouse::client(&cfg.clickhouse),
+        // Its own (optionally read-only) user, and ClickHouse stops what runs too long.
+        client: leadstream_runtime::clickhouse::client(&cfg.api_clickhouse()).with_option(
+            "max_execution_time",
+            cfg.api.max_execution_time.as_secs().to_string(),
+        ),
         funnels: funnels.clone(),
         metrics: telemetry::metrics_handle(),
         health: health.clone(),
         min_sample: cfg.api.min_sample,
+        request_timeout: cfg.api.request_timeout,
+        permits: Arc::new(tokio::sync::Semaphore::new(cfg.api.max_concurrent_requests)),
     });
     {
         let shutdown = shutdown.clone();
