@@ -5,6 +5,8 @@
 #   scripts/stack.sh up               start both, create the topics, wait until ready
 #   scripts/stack.sh down             stop both
 #   scripts/stack.sh status           show what runs
+#   scripts/stack.sh start-kafka | stop-kafka | start-clickhouse | stop-clickhouse
+#                                     one server (the fault tests restart them; data persists)
 #   scripts/stack.sh env              print the connection settings as shell exports
 #
 # Settings (environment):
@@ -149,10 +151,12 @@ case $cmd in
   install) install ;;
   up) install; mkdir -p "$STACK_DIR"; start_clickhouse; start_kafka; print_env >"$STACK_DIR/env" ;;
   down) stop kafka; stop clickhouse ;;
-  start-clickhouse) start_clickhouse ;;
+  start-clickhouse) mkdir -p "$STACK_DIR"; start_clickhouse ;;
   stop-clickhouse) stop clickhouse ;;
+  start-kafka) mkdir -p "$STACK_DIR"; start_kafka ;;
+  stop-kafka) stop kafka ;;
   status)
     for s in clickhouse kafka; do if running $s; then echo "$s: running (pid $(cat "$(pidfile $s)"))"; else echo "$s: stopped"; fi; done ;;
   env) print_env ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; [[ -z $cmd || $cmd == -h || $cmd == --help ]] || exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; [[ -z $cmd || $cmd == -h || $cmd == --help ]] || exit 2 ;;
 esac

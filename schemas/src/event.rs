@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::Digest;
 
 /// A validated, normalized lead event, as published to `leads.normalized` and stored in `lead_events`.
 ///
@@ -125,7 +126,34 @@ fn violation(field: &'static str, reason: impl Into<String>) -> ContractViolatio
     }
 }
 
+/// Bits of a copy rank below the event-time part.
+const RANK_TIME_SHIFT: u32 = 64;
+
 impl NormalizedEvent {
+    /// Which copy of an event wins when copies differ (one winner per `event_id`, everywhere):
+    /// the higher rank. The high 64 bits fall as the event time grows, so the earliest copy
+    /// wins; among copies of the same event time the low 64 bits decide, a digest of what the
+    /// copy says (delivery metadata excluded, so redeliveries of one copy rank the same).
+    pub fn copy_rank(&self) -> u128 {
+        let t = self.event_time.timestamp_millis();
+        let time_part = u64::MAX - (t - crate::timestamp::MIN_MS).max(0) as u64;
+        let mut canonical = self.clone();
+        canonical.source_partition = 0;
+        canonical.source_offset = 0;
+        canonical.received_at = self.event_time;
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&bytes);
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&digest[..8]);
+        (u128::from(time_part) << RANK_TIME_SHIFT) | u128::from(u64::MAX - u64::from_be_bytes(low))
+    }
+
+    /// The event time (epoch ms) a copy rank was made from.
+    pub fn rank_time_ms(rank: u128) -> i64 {
+        let time_part = (rank >> RANK_TIME_SHIFT) as u64;
+        crate::timestamp::MIN_MS + (u64::MAX - time_part) as i64
+    }
+
     /// Checks what a consumer of the normalized topic relies on, so a message that did not come
     /// from the collector (or was damaged on the way) is refused instead of trusted: a 128-bit
     /// hex event id, ids the contract allows, a lead key, an event time in range, bounded text.
@@ -192,5 +220,45 @@ impl NormalizedEvent {
             (None, Some(d)) => format!("device:{d}"),
             (None, None) => format!("event:{}", self.event_id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(time: &str, lead: &str) -> NormalizedEvent {
+        serde_json::from_value(serde_json::json!({
+            "event_id": "0123456789abcdef0123456789abcdef", "event_type": "call",
+            "source_topic": "leads.call", "source_partition": 1, "source_offset": 5,
+            "native_id": "c-1", "lead_id": lead, "event_time": time,
+            "received_at": "2026-11-02T02:00:00Z", "call_outcome": "connected",
+        }))
+        .expect("event")
+    }
+
+    #[test]
+    fn the_earliest_copy_ranks_highest_and_redeliveries_rank_the_same() {
+        let a = event("2026-11-02T01:00:00Z", "u-1");
+        let later = event("2026-11-02T01:00:00.001Z", "u-1");
+        assert!(a.copy_rank() > later.copy_rank());
+        let mut again = a.clone();
+        again.source_offset = 99;
+        again.received_at = chrono::Utc::now();
+        assert_eq!(
+            a.copy_rank(),
+            again.copy_rank(),
+            "delivery metadata does not count"
+        );
+        let other_lead = event("2026-11-02T01:00:00Z", "u-2");
+        assert_ne!(
+            a.copy_rank(),
+            other_lead.copy_rank(),
+            "same time, other content"
+        );
+        assert_eq!(
+            NormalizedEvent::rank_time_ms(a.copy_rank()),
+            a.event_time.timestamp_millis()
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Versioned ClickHouse DDL, embedded so every service applies the same files at start.
 //!
-//! Every statement is idempotent (`IF NOT EXISTS`), so applying the list again is harmless; the
-//! `schema_migrations` table records what was applied for people, not for correctness.
+//! A migration runs once: `schema_migrations` records it, and a start applies only what is not
+//! recorded (a backfill copying a table must not run again at every start). Every statement is
+//! idempotent all the same (`IF NOT EXISTS`, backfills into tables that collapse copies by
+//! key), so two services starting together, or a start interrupted half-way, are harmless.
 
 /// Single server or a cluster with Replicated*/Distributed tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,6 +66,11 @@ const SINGLE: &[Migration] = &[
         name: "dashboard_sources",
         sql: include_str!("../migrations/single/0008_dashboard_sources.sql"),
     },
+    Migration {
+        version: 9,
+        name: "copies_and_epochs",
+        sql: include_str!("../migrations/single/0009_copies_and_epochs.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
@@ -106,6 +113,11 @@ const CLUSTER: &[Migration] = &[
         version: 8,
         name: "dashboard_sources",
         sql: include_str!("../migrations/cluster/0008_dashboard_sources.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "copies_and_epochs",
+        sql: include_str!("../migrations/cluster/0009_copies_and_epochs.sql"),
     },
 ];
 
@@ -175,7 +187,8 @@ mod tests {
                     // A backfill is idempotent when its table replaces copies by key.
                     assert!(
                         s.contains("IF NOT EXISTS")
-                            || s.starts_with("INSERT INTO lead_events_by_minute\n"),
+                            || s.starts_with("INSERT INTO lead_events_by_minute\n")
+                            || s.starts_with("INSERT INTO lead_event_copies\n"),
                         "every statement must be idempotent: {s}"
                     );
                 }

@@ -25,7 +25,10 @@ fn every_secret_is_required_from_the_environment() {
         };
         for (k, v) in env {
             let k = k.as_str().expect("key");
-            assert_ne!(k, "CLICKHOUSE_SKIP_USER_SETUP", "{name:?} leaves a password-less default user");
+            assert_ne!(
+                k, "CLICKHOUSE_SKIP_USER_SETUP",
+                "{name:?} leaves a password-less default user"
+            );
             if ["PASSWORD", "SALT", "SECRET"].iter().any(|w| k.contains(w)) {
                 secrets += 1;
                 let v = v.as_str().unwrap_or_default();
@@ -36,13 +39,27 @@ fn every_secret_is_required_from_the_environment() {
             }
         }
     }
-    assert!(secrets >= 7, "ClickHouse, collector, aggregator and Grafana secrets: {secrets}");
+    assert!(
+        secrets >= 7,
+        "ClickHouse, collector, aggregator and Grafana secrets: {secrets}"
+    );
     let grafana = &c["services"]["grafana"]["environment"];
-    assert!(grafana["GF_SECURITY_ADMIN_PASSWORD"].as_str().is_some(), "Grafana's admin password is set");
+    assert!(
+        grafana["GF_SECURITY_ADMIN_PASSWORD"].as_str().is_some(),
+        "Grafana's admin password is set"
+    );
     let ch = &c["services"]["clickhouse"];
-    assert_eq!(ch["environment"]["CLICKHOUSE_USER"].as_str(), Some("leadstream"));
+    assert_eq!(
+        ch["environment"]["CLICKHOUSE_USER"].as_str(),
+        Some("leadstream")
+    );
     for mount in ch["volumes"].as_sequence().expect("init script mounted") {
-        let host = mount.as_str().expect("mount").split(':').next().expect("path");
+        let host = mount
+            .as_str()
+            .expect("mount")
+            .split(':')
+            .next()
+            .expect("path");
         assert!(repo_root().join(host).exists(), "{host} exists");
     }
 }
@@ -55,11 +72,20 @@ fn published_ports_are_the_documented_ones_and_clickhouse_is_local() {
         for p in s["ports"].as_sequence().into_iter().flatten() {
             let p = p.as_str().expect("port mapping");
             let parts: Vec<&str> = p.split(':').collect();
-            assert!(parts.len() >= 2, "{name:?}: {p} publishes a random host port");
+            assert!(
+                parts.len() >= 2,
+                "{name:?}: {p} publishes a random host port"
+            );
             let host_port = parts[parts.len() - 2];
-            assert!(readme.contains(host_port), "{name:?}: host port {host_port} is not in the README");
+            assert!(
+                readme.contains(host_port),
+                "{name:?}: host port {host_port} is not in the README"
+            );
             if name.as_str() == Some("clickhouse") {
-                assert!(p.starts_with("127.0.0.1:"), "ClickHouse is published on loopback only: {p}");
+                assert!(
+                    p.starts_with("127.0.0.1:"),
+                    "ClickHouse is published on loopback only: {p}"
+                );
             }
         }
     }

@@ -37,9 +37,10 @@ CREATE TABLE IF NOT EXISTS lead_events_local ON CLUSTER '${CLUSTER}'
     email_hash        String,
     event_time        DateTime64(3, 'UTC'),
     received_at       DateTime64(3, 'UTC'),
-    extra             String COMMENT 'unlisted source keys, as a JSON object'
+    extra             String COMMENT 'unlisted source keys, as a JSON object',
+    copy_rank         UInt128 COMMENT 'the copy with the highest rank is the event (earliest event time first)'
 )
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/lead_events_local', '{replica}', received_at)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/lead_events_local', '{replica}', copy_rank)
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (event_type, event_id);
 

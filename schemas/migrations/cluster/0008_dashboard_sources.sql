@@ -5,8 +5,8 @@
 -- The distinct events again, narrow and ordered by time: events per minute by channel, today's
 -- counts per event type and revenue read a time range of this table. lead_events is ordered by
 -- (event_type, event_id) so that copies collapse; a time range there reads a whole month.
--- Same replacement as lead_events: a copy of an event has the same event time, hence the same
--- minute, so (minute, event_type, event_id) collapses every copy and FINAL over a range is exact.
+-- Same replacement as lead_events (highest copy_rank wins); copies in other minutes than the
+-- winner's get tombstones from the aggregator (single/0008 explains why that is exact).
 CREATE TABLE IF NOT EXISTS lead_events_by_minute_local ON CLUSTER '${CLUSTER}'
 (
     minute        DateTime('UTC'),
@@ -18,9 +18,11 @@ CREATE TABLE IF NOT EXISTS lead_events_by_minute_local ON CLUSTER '${CLUSTER}'
     currency      LowCardinality(String),
     amount        Nullable(Decimal(18, 4)),
     source_topic  LowCardinality(String),
-    received_at   DateTime64(3, 'UTC')
+    received_at   DateTime64(3, 'UTC'),
+    copy_rank     UInt128,
+    is_deleted    UInt8
 )
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/lead_events_by_minute_local', '{replica}', received_at)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/lead_events_by_minute_local', '{replica}', copy_rank, is_deleted)
 PARTITION BY toYYYYMM(minute)
 ORDER BY (minute, event_type, event_id);
 
@@ -29,14 +31,14 @@ ENGINE = Distributed('${CLUSTER}', currentDatabase(), lead_events_by_minute_loca
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS lead_events_by_minute_mv ON CLUSTER '${CLUSTER}' TO lead_events_by_minute_local AS
 SELECT toStartOfMinute(event_time) AS minute, event_type, event_id, event_time, channel, variant,
-       currency, amount, source_topic, received_at
+       currency, amount, source_topic, received_at, copy_rank, 0 AS is_deleted
 FROM lead_events_local;
 
--- Events stored before this migration (copies of rows the view also caught collapse).
+-- Events stored before this migration: their winners (copies of rows the view also caught collapse).
 INSERT INTO lead_events_by_minute
 SELECT toStartOfMinute(event_time) AS minute, event_type, event_id, event_time, channel, variant,
-       currency, amount, source_topic, received_at
-FROM lead_events;
+       currency, amount, source_topic, received_at, copy_rank, 0 AS is_deleted
+FROM lead_events FINAL;
 
 -- Deliveries per minute and source topic as the collector inserted them (copies included: this
 -- is the ingest rate, not the event count), and how long a delivery took from the collector

@@ -13,9 +13,15 @@
 -- be caught; a duplicate native id at another offset would never be. Key-based replacement catches
 -- all of them.
 --
--- The version column is received_at: when copies exist, the latest delivery's source metadata is
--- kept. Every other column is a function of the payload, so the copies agree on them.
--- Partitioned by event month: a redelivery carries the same event time, so copies share a partition.
+-- One winner per event_id: copies of one event that differ (a CRM re-saving a contract with a new
+-- updated_at, an id re-sent under another lead) are ranked by copy_rank, which the collector
+-- computes (NormalizedEvent::copy_rank): the earliest event time ranks highest, a digest of the
+-- copy's content breaks ties. The version column is copy_rank, so the earliest copy is the one
+-- kept, whatever the order copies arrive in, are replayed or merge in; the aggregator and the
+-- generator's truth use the same rule. Redeliveries of one copy rank the same (delivery
+-- metadata is not in the digest). FINAL collapses copies across partitions too (ClickHouse
+-- merges every part a FINAL query reads), and filters on columns outside the sorting key apply
+-- after that merge.
 CREATE TABLE IF NOT EXISTS lead_events
 (
     event_id          String,
@@ -51,9 +57,10 @@ CREATE TABLE IF NOT EXISTS lead_events
     email_hash        String,
     event_time        DateTime64(3, 'UTC'),
     received_at       DateTime64(3, 'UTC'),
-    extra             String COMMENT 'unlisted source keys, as a JSON object'
+    extra             String COMMENT 'unlisted source keys, as a JSON object',
+    copy_rank         UInt128 COMMENT 'the copy with the highest rank is the event (earliest event time first)'
 )
-ENGINE = ReplacingMergeTree(received_at)
+ENGINE = ReplacingMergeTree(copy_rank)
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (event_type, event_id);
 

@@ -3,8 +3,13 @@
 -- The distinct events again, narrow and ordered by time: events per minute by channel, today's
 -- counts per event type and revenue read a time range of this table. lead_events is ordered by
 -- (event_type, event_id) so that copies collapse; a time range there reads a whole month.
--- Same replacement as lead_events: a copy of an event has the same event time, hence the same
--- minute, so (minute, event_type, event_id) collapses every copy and FINAL over a range is exact.
+-- Same replacement as lead_events (the highest copy_rank, i.e. the earliest copy, wins): copies
+-- in one minute collapse by key. A copy in another minute than the winner's (a re-save with a
+-- later time, a loser of any kind) gets a tombstone from the aggregator, version u128::MAX:
+-- the winner is the earliest copy, so no copy in a later minute can ever become it, and the
+-- tombstone stays right however many copies come later. The aggregator also writes the
+-- tombstones at every rebuild, for copies it never saw displaced (a kill before its flush).
+-- So FINAL over a minute range is exact, and the minute in the key keeps ranges cheap.
 CREATE TABLE IF NOT EXISTS lead_events_by_minute
 (
     minute        DateTime('UTC'),
@@ -16,22 +21,24 @@ CREATE TABLE IF NOT EXISTS lead_events_by_minute
     currency      LowCardinality(String),
     amount        Nullable(Decimal(18, 4)),
     source_topic  LowCardinality(String),
-    received_at   DateTime64(3, 'UTC')
+    received_at   DateTime64(3, 'UTC'),
+    copy_rank     UInt128,
+    is_deleted    UInt8
 )
-ENGINE = ReplacingMergeTree(received_at)
+ENGINE = ReplacingMergeTree(copy_rank, is_deleted)
 PARTITION BY toYYYYMM(minute)
 ORDER BY (minute, event_type, event_id);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS lead_events_by_minute_mv TO lead_events_by_minute AS
 SELECT toStartOfMinute(event_time) AS minute, event_type, event_id, event_time, channel, variant,
-       currency, amount, source_topic, received_at
+       currency, amount, source_topic, received_at, copy_rank, 0 AS is_deleted
 FROM lead_events;
 
--- Events stored before this migration (copies of rows the view also caught collapse).
+-- Events stored before this migration: their winners (copies of rows the view also caught collapse).
 INSERT INTO lead_events_by_minute
 SELECT toStartOfMinute(event_time) AS minute, event_type, event_id, event_time, channel, variant,
-       currency, amount, source_topic, received_at
-FROM lead_events;
+       currency, amount, source_topic, received_at, copy_rank, 0 AS is_deleted
+FROM lead_events FINAL;
 
 -- Deliveries per minute and source topic as the collector inserted them (copies included: this
 -- is the ingest rate, not the event count), and how long a delivery took from the collector

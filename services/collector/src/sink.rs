@@ -44,6 +44,7 @@ pub struct LeadEventRow {
     event_time: i64,
     received_at: i64,
     extra: String,
+    copy_rank: u128,
 }
 
 impl From<&NormalizedEvent> for LeadEventRow {
@@ -88,6 +89,7 @@ impl From<&NormalizedEvent> for LeadEventRow {
             } else {
                 serde_json::Value::Object(e.extra.clone()).to_string()
             },
+            copy_rank: e.copy_rank(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::config::{invalid, ConfigError};
 use clickhouse::Client;
-use leadstream_schemas::migrations::{bookkeeping_ddl, migrations, Topology};
+use leadstream_schemas::migrations::Topology;
 use leadstream_schemas::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -153,39 +153,9 @@ impl Sink {
     /// Creates the database if needed, applies the migrations and returns the sink.
     pub async fn connect(cfg: &ClickHouseConfig, service: &'static str) -> Result<Self, SinkError> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
-        let on_cluster = match cfg.topology {
-            Topology::Single => String::new(),
-            Topology::Cluster => {
-                format!(" ON CLUSTER '{}'", cfg.cluster)
-            }
-        };
         let base = base_client(cfg);
-        run_ddl(
-            &base,
-            &format!(
-                "CREATE DATABASE IF NOT EXISTS `{}`{on_cluster}",
-                cfg.database
-            ),
-            timeout,
-        )
-        .await?;
-        let client = base.with_database(&cfg.database);
-        run_ddl(
-            &client,
-            &bookkeeping_ddl(cfg.topology, &cfg.cluster),
-            timeout,
-        )
-        .await?;
-        for m in migrations(cfg.topology) {
-            for stmt in m.statements(&cfg.cluster) {
-                run_ddl(&client, &stmt, timeout).await?;
-            }
-            let record = format!(
-                "INSERT INTO schema_migrations (version, name) VALUES ({}, '{}')",
-                m.version, m.name
-            );
-            run_ddl(&client, &record, timeout).await?;
-        }
+        let client = base.clone().with_database(&cfg.database);
+        crate::schema::migrate(&base, &client, cfg, timeout).await?;
         Ok(Self {
             client,
             timeout,
@@ -236,7 +206,11 @@ impl Sink {
     }
 }
 
-async fn run_ddl(client: &Client, sql: &str, timeout: Duration) -> Result<(), SinkError> {
+pub(crate) async fn run_ddl(
+    client: &Client,
+    sql: &str,
+    timeout: Duration,
+) -> Result<(), SinkError> {
     match tokio::time::timeout(timeout, client.query(sql).execute()).await {
         Ok(r) => r.map_err(classify),
         Err(_) => Err(SinkError::Transient(format!("timed out after {timeout:?}"))),

@@ -10,6 +10,7 @@ mod internal_events;
 pub mod kafka;
 pub mod lag;
 pub mod retry;
+mod schema;
 pub mod signals;
 pub mod telemetry;
 
