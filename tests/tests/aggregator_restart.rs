@@ -65,3 +65,61 @@ async fn a_restart_tombstones_orphaned_transitions_and_stale_rollup_buckets() {
     token.cancel();
     aggregator.await.expect("join").expect("aggregator run");
 }
+
+/// A member that lost its partitions but still writes (paused, or with a clock far ahead) must
+/// not win over the member that restored them: rows written with a version an hour ahead of the
+/// wall clock are replaced by the restoring member's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_outranks_rows_of_a_member_with_a_clock_ahead() {
+    use leadstream_schemas::SourceKind;
+    let w = World::new("fencing", 1).await;
+    let url = clickhouse_url();
+    let addr = free_addr();
+    let cfg = w.aggregator_config(&addr);
+    Sink::connect(&cfg.clickhouse, "test")
+        .await
+        .expect("migrations");
+    let ahead = chrono::Utc::now().timestamp_nanos_opt().expect("now") as u64 + 3_600_000_000_000;
+    clickhouse(&w.database)
+        .query(&format!(
+            "INSERT INTO lead_funnels (funnel, lead_id, started_at, current_stage, current_index, \
+             furthest_stage, furthest_index, transitions, changed_at, version, is_deleted) VALUES \
+             ('sales', 'u-fenced', now64(3), 'won', 3, 'won', 3, 1, now64(3), {ahead}, 0)"
+        ))
+        .execute()
+        .await
+        .expect("the stale member's row");
+    let collector = spawn_collector(w.collector_config());
+    produce(
+        &producer(),
+        &w.topic(SourceKind::Signup),
+        Some("u-fenced"),
+        br#"{"signup_id":"s-fenced","created_at":1763870400,"user_id":"u-fenced"}"#,
+    )
+    .await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let aggregator = tokio::spawn(leadstream_aggregator::run(cfg, token.clone()));
+    let stage = eventually(
+        Duration::from_secs(90),
+        || async {
+            let rows = query_json(
+                &url,
+                &w.database,
+                "SELECT current_stage FROM lead_funnels FINAL WHERE funnel = 'sales' AND lead_id = 'u-fenced'",
+            )
+            .await
+            .ok()?;
+            rows.first()?["current_stage"].as_str().map(str::to_string)
+        },
+        |s| s == "lead",
+    )
+    .await;
+    assert_eq!(
+        stage.as_deref(),
+        Some("lead"),
+        "the restoring member's row replaced the one versioned an hour ahead"
+    );
+    token.cancel();
+    aggregator.await.expect("join").expect("aggregator run");
+    stop_collector(collector).await;
+}

@@ -2,14 +2,30 @@
 //! stitching topic (a producer other than the collector, a damaged record, junk) ends as an
 //! error for the dead-letter topic, never as a panic or as an event the engine trusts blindly.
 
-use leadstream_schemas::NormalizedEvent;
+use leadstream_schemas::{EventType, NormalizedEvent};
 use serde::{Deserialize, Serialize};
 
-/// What a recheck message on the stitching topic carries (its key is the lead key too).
+/// What a recheck message on the stitching topic carries (its key is the lead key too): the
+/// lead whose devices changed, or, with an event, the lead holding a losing copy of it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Recheck {
     /// The lead to recheck.
     pub recheck: String,
+    /// The type of the event to settle, when the recheck is about a copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// The event id to settle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+/// A recheck as the engine takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecheckRequest {
+    /// The lead.
+    pub lead: String,
+    /// The event whose copies to settle, if the recheck is about one.
+    pub copy: Option<(EventType, String)>,
 }
 
 /// Longest lead key a recheck may name: `device:` plus a 128-byte id.
@@ -25,8 +41,8 @@ pub fn normalized(payload: Option<&[u8]>) -> Result<NormalizedEvent, String> {
     Ok(e)
 }
 
-/// A message of the stitching topic: the lead key to recheck.
-pub fn recheck(payload: Option<&[u8]>) -> Result<String, String> {
+/// A message of the stitching topic.
+pub fn recheck(payload: Option<&[u8]>) -> Result<RecheckRequest, String> {
     let bytes = payload.ok_or("empty payload")?;
     let r: Recheck =
         serde_json::from_slice(bytes).map_err(|err| format!("not a recheck message: {err}"))?;
@@ -35,7 +51,28 @@ pub fn recheck(payload: Option<&[u8]>) -> Result<String, String> {
             "not a recheck message: `recheck` must be a lead key of 1 to {MAX_LEAD_KEY_BYTES} bytes"
         ));
     }
-    Ok(r.recheck)
+    let copy = match (r.event_type, r.event_id) {
+        (None, None) => None,
+        (Some(t), Some(id)) => {
+            let t = EventType::parse(&t)
+                .ok_or_else(|| format!("not a recheck message: `event_type` {t:?} is unknown"))?;
+            let hex = id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(
+                    "not a recheck message: `event_id` must be 32 lowercase hex characters".into(),
+                );
+            }
+            Some((t, id))
+        }
+        _ => return Err("not a recheck message: `event_type` and `event_id` come together".into()),
+    };
+    Ok(RecheckRequest {
+        lead: r.recheck,
+        copy,
+    })
 }
 
 #[cfg(test)]
@@ -77,7 +114,18 @@ mod tests {
 
     #[test]
     fn rechecks_name_a_bounded_lead_key() {
-        assert_eq!(recheck(Some(br#"{"recheck":"u-1"}"#)).as_deref(), Ok("u-1"));
+        assert_eq!(
+            recheck(Some(br#"{"recheck":"u-1"}"#))
+                .map(|r| r.lead)
+                .as_deref(),
+            Ok("u-1")
+        );
+        let copy = recheck(Some(
+            br#"{"recheck":"u-1","event_type":"order","event_id":"0123456789abcdef0123456789abcdef"}"#,
+        ))
+        .expect("copy recheck");
+        assert_eq!(copy.copy.map(|(t, _)| t), Some(EventType::Order));
+        assert!(recheck(Some(br#"{"recheck":"u-1","event_id":"x"}"#)).is_err());
         assert!(recheck(Some(br#"{"recheck":""}"#)).is_err());
         let long = format!(r#"{{"recheck":"{}"}}"#, "x".repeat(200));
         assert!(recheck(Some(long.as_bytes())).is_err());

@@ -7,6 +7,7 @@
 //! are replaced (newer version) when a replay changes them, so answers already shown are
 //! corrected in place.
 
+use crate::copies::{winner, Check, Copies, CopyRecord, MinuteTombstoneRow};
 use crate::funnel::{Funnel, Funnels, Target};
 use crate::machine::{replay_into, rule_reason, Kind, Path, Reason, Step};
 use crate::rollup::{
@@ -475,6 +476,8 @@ pub struct Output {
     pub reach_rollup: Vec<ReachRollupRow>,
     /// Transition rollup buckets that changed.
     pub transition_rollup: Vec<TransitionRollupRow>,
+    /// `lead_events_by_minute` rows hiding losing copies.
+    pub minute_tombstones: Vec<MinuteTombstoneRow>,
 }
 
 /// Bytes per part of the engine's state (see [`Engine::footprint`]).
@@ -524,7 +527,10 @@ pub struct Engine {
     own: Ownership,
     lookups: HashMap<SmolStr, u8>,
     notify: HashSet<SmolStr>,
+    /// Copies of event ids under other leads, for their owners to drop: (lead, type, id).
+    notify_copies: HashSet<(SmolStr, EventType, String)>,
     rollups: Rollups,
+    copies: Copies,
 }
 
 impl Engine {
@@ -536,6 +542,7 @@ impl Engine {
 
     /// An empty engine publishing only the leads `own` names.
     pub fn with_ownership(funnels: Arc<Funnels>, lateness_ms: i64, own: Ownership) -> Self {
+        let copies = Copies::new(!own.owns_all());
         Self {
             funnels,
             symbols: Symbols::new(),
@@ -554,7 +561,9 @@ impl Engine {
             own,
             lookups: HashMap::default(),
             notify: HashSet::default(),
+            notify_copies: HashSet::default(),
             rollups: Rollups::default(),
+            copies,
         }
     }
 
@@ -641,6 +650,40 @@ impl Engine {
                 _ => {}
             }
         }
+        // One winner per event id (`copies`): a copy its holder already has is judged here.
+        match self.held_copy(e, &c) {
+            Some(kept) => match judge(&kept, &c, self.names_known_device(e)) {
+                Judged::Same => return Ingested::Duplicate,
+                Judged::Later => {
+                    self.copies.lost(
+                        e.event_type,
+                        e.event_id.clone(),
+                        c.time_ms(),
+                        kept.time_ms(),
+                    );
+                    return Ingested::Duplicate;
+                }
+                Judged::Tie => {
+                    let tie = Some((e.copy_rank(), Box::new(e.clone())));
+                    self.want_check(e, tie);
+                    return Ingested::Duplicate;
+                }
+                Judged::Earlier => {
+                    self.copies.lost(
+                        e.event_type,
+                        e.event_id.clone(),
+                        kept.time_ms(),
+                        c.time_ms(),
+                    );
+                    self.drop_copy(&e.lead_key(), kept.id);
+                }
+            },
+            None => {
+                if self.copies.holds(c.id) {
+                    self.want_check(e, None);
+                }
+            }
+        }
         let applied = match (role, &e.lead_id, &e.device_id) {
             (Role::Touch, None, Some(d)) => self.add_touch(d, c),
             (_, Some(lead), _) => self.add_lead_event(lead, e.device_id.as_deref(), c),
@@ -676,6 +719,160 @@ impl Engine {
             late,
             too_late,
         }
+    }
+
+    /// The copy of `c`'s event that the holder of `e` already has, if any: a device's touches
+    /// for an anonymous touch, else the lead's own events.
+    fn held_copy(&self, e: &NormalizedEvent, c: &CompactEvent) -> Option<CompactEvent> {
+        let same = |v: &[CompactEvent]| v.iter().find(|x| x.id == c.id).copied();
+        match (Role::of(e.event_type), &e.lead_id, &e.device_id) {
+            (Role::Touch, None, Some(d)) => same(&self.devices.get(d.as_str())?.touches),
+            (_, Some(lead), _) => same(&self.leads.get(lead.as_str())?.events),
+            _ => same(&self.leads.get(&*e.lead_key())?.events),
+        }
+    }
+
+    /// Whether `e` names no device, or one its lead's signups already name (a signup copy that
+    /// names another device is not a plain redelivery).
+    fn names_known_device(&self, e: &NormalizedEvent) -> bool {
+        match (&e.lead_id, &e.device_id) {
+            (Some(lead), Some(d)) if Role::of(e.event_type) == Role::Signup => self
+                .leads
+                .get(lead.as_str())
+                .is_some_and(|l| l.devices.iter().any(|x| x == d)),
+            _ => true,
+        }
+    }
+
+    fn want_check(&mut self, e: &NormalizedEvent, tie: Option<(u128, Box<NormalizedEvent>)>) {
+        let id = parse_id(&e.event_id);
+        self.copies.want(
+            id,
+            Check {
+                event_type: e.event_type,
+                event_id: e.event_id.clone(),
+                tie,
+            },
+        );
+    }
+
+    /// Takes the copy `id` out of the inputs of lead `key` (a device's touch when `key` is a
+    /// device lead): a better copy replaces it, or another lead won the event. A signup taken
+    /// out gives up the devices it owned; their claims are read again from ClickHouse.
+    fn drop_copy(&mut self, key: &str, id: [u64; 2]) -> Option<CompactEvent> {
+        let in_lead = self
+            .leads
+            .get(key)
+            .and_then(|l| l.events.iter().position(|x| x.id == id));
+        if let Some(pos) = in_lead {
+            self.before_change(key);
+            let removed = self.leads.get_mut(key)?.events.remove(pos);
+            if removed.role() == Role::Signup {
+                self.withdraw_claims(key, id);
+            }
+            return Some(removed);
+        }
+        let d = key.strip_prefix(DEVICE_PREFIX)?;
+        let dev = self.devices.get(d)?;
+        let pos = dev.touches.iter().position(|x| x.id == id)?;
+        let holder = dev.holder_with_touches(d);
+        let was_bare = dev.holds_own() && !self.leads.contains_key(key) && self.own.owns(key);
+        self.before_change(&holder);
+        let dev = self.devices.get_mut(d)?;
+        let removed = dev.touches.remove(pos);
+        if was_bare && !dev.holds_own() {
+            self.bare_device_leads -= 1;
+        }
+        Some(removed)
+    }
+
+    /// The signup `id` of `lead` no longer counts: the devices it owned lose their owner and
+    /// are looked up again (every claim of them, as ClickHouse's winners say).
+    fn withdraw_claims(&mut self, lead: &str, id: [u64; 2]) {
+        let named: SmallVec<[SmolStr; 1]> = self
+            .leads
+            .get(lead)
+            .map(|l| l.devices.clone())
+            .unwrap_or_default();
+        for d in named {
+            let owned_by_it = self
+                .devices
+                .get(&d)
+                .and_then(|dev| dev.owner.as_ref())
+                .is_some_and(|o| o.id == id && o.lead == lead);
+            if !owned_by_it {
+                continue;
+            }
+            let own_key = device_lead(&d);
+            self.before_change(&own_key);
+            let bare = !self.leads.contains_key(&*own_key) && self.own.owns(&own_key);
+            if let Some(dev) = self.devices.get_mut(&d) {
+                dev.owner = None;
+                if bare && dev.holds_own() {
+                    self.bare_device_leads += 1;
+                }
+            }
+            self.want_lookup(&d, 0);
+        }
+    }
+
+    /// Settles a checked id with every copy ClickHouse stored (`lead_event_copies`): the
+    /// event stays only with the winner's lead; an owned losing lead drops its copy, another
+    /// member's is told to; a tie within one lead goes to the copy ClickHouse ranks first.
+    pub fn settle(&mut self, check: &Check, copies: &[CopyRecord]) {
+        let Some(w) = winner(copies).cloned() else {
+            return;
+        };
+        let id = parse_id(&check.event_id);
+        for c in copies.iter().filter(|c| c.lead_key != w.lead_key) {
+            if self.own.owns(&c.lead_key) {
+                self.drop_copy(&c.lead_key, id);
+            } else {
+                self.notify_copies.insert((
+                    c.lead_key.clone(),
+                    check.event_type,
+                    check.event_id.clone(),
+                ));
+            }
+            self.copies.lost(
+                check.event_type,
+                check.event_id.clone(),
+                c.time_ms,
+                w.time_ms,
+            );
+        }
+        if let Some((rank, candidate)) = &check.tie {
+            if *rank == w.rank && self.own.owns(&w.lead_key) {
+                let key = candidate.lead_key();
+                if self.drop_copy(&key, id).is_some() {
+                    self.ingest(candidate, 0);
+                }
+            }
+        }
+    }
+
+    /// Ids to settle against ClickHouse before the next flush.
+    pub fn take_checks(&mut self) -> Vec<Check> {
+        self.copies.take_checks()
+    }
+
+    /// Another member found that lead `key` holds a losing copy of `event_id`: check it.
+    pub fn recheck_copy(&mut self, key: &str, event_type: EventType, event_id: &str) {
+        if self.own.owns(key) {
+            self.copies.want(
+                parse_id(event_id),
+                Check {
+                    event_type,
+                    event_id: event_id.to_string(),
+                    tie: None,
+                },
+            );
+        }
+    }
+
+    /// Leads of other members holding a losing copy, since the last call: (lead, type, id).
+    pub fn take_copy_notifications(&mut self) -> Vec<(SmolStr, EventType, String)> {
+        self.notify_copies.drain().collect()
     }
 
     /// `Some(landed before the end)` when new.
@@ -842,9 +1039,11 @@ impl Engine {
             .collect()
     }
 
-    /// Forgets pending lookups (a rebuild reads every claim and touch itself).
+    /// Forgets pending lookups and copy checks (a rebuild reads every claim and touch itself,
+    /// and only the winning copies).
     pub fn clear_lookups(&mut self) {
         self.lookups.clear();
+        self.copies.clear_checks();
     }
 
     /// Devices this engine knows, with whether another instance owns them (their touches must
@@ -938,6 +1137,7 @@ impl Engine {
     pub fn flush(&mut self, version: u64) -> Output {
         let mut out = Output {
             late_events: std::mem::take(&mut self.late),
+            minute_tombstones: self.copies.take_tombstones(),
             ..Output::default()
         };
         let dirty: Vec<(SmolStr, u32)> = self.dirty.drain().collect();
@@ -1269,6 +1469,35 @@ fn attribute(events: &[CompactEvent]) -> (u16, u16, u16) {
         .find(|v| *v != 0)
         .unwrap_or(0);
     (first, last, variant)
+}
+
+/// How a copy of an event compares with the copy its holder keeps (the earliest copy wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judged {
+    /// Equal for everything the engine reads: a redelivery.
+    Same,
+    /// Later than the kept copy: it loses.
+    Later,
+    /// Earlier: it replaces the kept copy.
+    Earlier,
+    /// Equal time, other content: ClickHouse's ranks decide.
+    Tie,
+}
+
+fn judge(kept: &CompactEvent, new: &CompactEvent, same_device: bool) -> Judged {
+    use std::cmp::Ordering;
+    match new.time_ms().cmp(&kept.time_ms()) {
+        Ordering::Less => Judged::Earlier,
+        Ordering::Greater => Judged::Later,
+        Ordering::Equal => {
+            let form = |e: &CompactEvent| (e.packed, e.rules, e.channel, e.variant, e.reason);
+            if form(kept) == form(new) && same_device {
+                Judged::Same
+            } else {
+                Judged::Tie
+            }
+        }
+    }
 }
 
 /// What the published rows of one lead in one funnel depend on. Transitions point at events by

@@ -5,12 +5,20 @@ use crate::machine::Kind;
 use std::time::Duration;
 
 /// The state of the owned partitions was rebuilt from ClickHouse (at start, after a rebalance).
-pub fn rebuilt(events: u64, published: u64, leads: usize, partitions: Vec<u32>, elapsed: Duration) {
+pub fn rebuilt(
+    events: u64,
+    published: u64,
+    leads: usize,
+    partitions: Vec<u32>,
+    epoch: u64,
+    elapsed: Duration,
+) {
     tracing::info!(
         events,
         published_leads = published,
         leads_held = leads,
         ?partitions,
+        epoch,
         elapsed_ms = elapsed.as_millis() as u64,
         "state rebuilt from clickhouse"
     );
@@ -61,6 +69,12 @@ pub fn misrouted(lead_key: &str, partition: i32) {
 /// Devices whose claims and touches were read from ClickHouse for stitching across members.
 pub fn looked_up(devices: usize) {
     metrics::counter!("leadstream_aggregator_device_lookups_total").increment(devices as u64);
+}
+
+/// Event ids seen under a second lead key (or with an equal time but other content) were
+/// settled against the copies ClickHouse stored.
+pub fn copies_checked(ids: usize) {
+    metrics::counter!("leadstream_aggregator_copy_checks_total").increment(ids as u64);
 }
 
 /// Recheck messages sent to the members owning the leads a flush may have changed.

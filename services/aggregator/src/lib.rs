@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod config;
+pub mod context;
+pub mod copies;
 pub mod decode;
 pub mod engine;
 pub mod funnel;
@@ -15,7 +17,9 @@ pub mod rows;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod versions;
 pub mod wallboard;
+pub mod writes;
 
 pub use config::AggregatorConfig;
 pub use engine::{Engine, Footprint, Ingested, Output};
@@ -65,10 +69,10 @@ fn consumer(
     cfg: &config::KafkaConfig,
     lag: Arc<LagBoard>,
     membership: Arc<Membership>,
-) -> rdkafka::error::KafkaResult<service::AggregatorConsumer> {
+) -> rdkafka::error::KafkaResult<context::AggregatorConsumer> {
     let mut c = cfg.connection().consumer(&cfg.group_id);
     c.set("partition.assignment.strategy", ASSIGNMENT);
-    c.create_with_context(service::RebalanceContext::new(lag, membership))
+    c.create_with_context(context::RebalanceContext::new(lag, membership))
 }
 
 fn producer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
@@ -78,7 +82,7 @@ fn producer(cfg: &config::KafkaConfig) -> rdkafka::error::KafkaResult<FutureProd
 
 /// Partition counts of the normalized and stitching topics, which must be equal.
 fn partitions(
-    consumer: &service::AggregatorConsumer,
+    consumer: &context::AggregatorConsumer,
     cfg: &config::KafkaConfig,
 ) -> Result<u32, AggregatorError> {
     let count = |topic: &str| -> Result<usize, AggregatorError> {

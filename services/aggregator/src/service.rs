@@ -5,24 +5,23 @@
 
 use crate::api::Health;
 use crate::config::AggregatorConfig;
-use crate::decode::{self, Recheck};
-use crate::engine::{Engine, Ingested, Output, Ownership};
+use crate::context::AggregatorConsumer;
+use crate::decode;
+use crate::engine::{Engine, Ingested, Ownership};
 use crate::funnel::Funnels;
 use crate::internal_events as events;
-use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
-use crate::rows::{LateEventRow, LeadFunnelRow, TransitionRow};
 use crate::store;
+use crate::versions::{self, Versions};
+use crate::writes::{write, Note, Outbox, Unreadable};
 use leadstream_runtime::clickhouse::{Sink, SinkError};
-use leadstream_runtime::dead_letter::{self, Payload};
+use leadstream_runtime::dead_letter::Payload;
 use leadstream_runtime::group::Membership;
-use leadstream_runtime::lag::LagBoard;
 use leadstream_runtime::retry::{GaveUp, Retry};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use smol_str::SmolStr;
+use rdkafka::producer::FutureProducer;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -30,28 +29,11 @@ use tokio_util::sync::CancellationToken;
 /// How long a shutdown keeps retrying the last write before giving up (the next start rebuilds).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
-/// Row versions: wall-clock nanoseconds, strictly increasing within the process, so a restart
-/// (later clock) always writes newer versions than before.
-#[derive(Debug, Default)]
-pub struct Versions(u64);
-
-impl Versions {
-    /// The next version.
-    pub fn issue(&mut self) -> u64 {
-        let now = chrono::Utc::now()
-            .timestamp_nanos_opt()
-            .unwrap_or_default()
-            .max(0) as u64;
-        self.0 = now.max(self.0 + 1);
-        self.0
-    }
-}
-
 /// Backoff bounds of the aggregator's ClickHouse and Kafka retries.
 pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 
-/// Retries `f` until it succeeds, ClickHouse rejects the data (`Ok(Err)`), or the give-up
-/// token fires (`Err(GaveUp)`), reporting each retry as `what`.
+/// Retries `f` until it succeeds, the data is refused (`Ok(Err)`), or the give-up token fires
+/// (`Err(GaveUp)`), reporting each retry as `what`.
 pub async fn with_retry<T, F, Fut>(
     what: &'static str,
     retry: &Retry,
@@ -66,107 +48,20 @@ where
         .await
 }
 
-/// Rows per INSERT: big flushes (the first one after a rebuild rewrites every lead) go in pieces
-/// so no single request holds the whole state; each piece is idempotent on its own.
-const ROWS_PER_INSERT: usize = 5000;
-
-/// Writes one flush's rows. Transitions, late events and rollups first, lead states last: a
-/// reader that sees a lead's new state also sees its transitions.
-pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
-    for chunk in out.transitions.chunks(ROWS_PER_INSERT) {
-        sink.insert::<TransitionRow>("stage_transitions", chunk)
-            .await?;
-    }
-    sink.insert::<LateEventRow>("late_events", &out.late_events)
-        .await?;
-    for chunk in out.cohort_rollup.chunks(ROWS_PER_INSERT) {
-        sink.insert::<CohortRollupRow>("funnel_cohort_minute", chunk)
-            .await?;
-    }
-    for chunk in out.reach_rollup.chunks(ROWS_PER_INSERT) {
-        sink.insert::<ReachRollupRow>("funnel_reach_minute", chunk)
-            .await?;
-    }
-    for chunk in out.transition_rollup.chunks(ROWS_PER_INSERT) {
-        sink.insert::<TransitionRollupRow>("funnel_transition_minute", chunk)
-            .await?;
-    }
-    for chunk in out.leads.chunks(ROWS_PER_INSERT) {
-        sink.insert::<LeadFunnelRow>("lead_funnels", chunk).await?;
-    }
-    Ok(())
+/// Which dependency a retried call is about (the readiness condition it blocks).
+#[derive(Debug, Clone, Copy)]
+enum Dependency {
+    ClickHouse,
+    Kafka,
 }
 
-/// Counts the consumer's rebalances so the loop notices that its partitions changed, and keeps
-/// the consumer lag librdkafka reports for the dashboards.
-pub struct RebalanceContext {
-    generation: AtomicU64,
-    lag: Arc<LagBoard>,
-    membership: Arc<Membership>,
-}
-
-impl RebalanceContext {
-    /// A context recording lag on `lag` and the group membership on `membership`.
-    pub fn new(lag: Arc<LagBoard>, membership: Arc<Membership>) -> Self {
-        Self {
-            generation: AtomicU64::new(0),
-            lag,
-            membership,
+impl Dependency {
+    fn condition(self) -> &'static str {
+        match self {
+            Self::ClickHouse => "clickhouse",
+            Self::Kafka => "kafka",
         }
     }
-}
-
-impl rdkafka::ClientContext for RebalanceContext {
-    fn stats(&self, stats: rdkafka::statistics::Statistics) {
-        let rows = self.lag.record(&stats);
-        for r in &rows {
-            events::consumer_lag(&r.topic, r.partition, r.lag);
-        }
-        self.membership.lag(rows.iter().map(|r| r.lag).sum());
-    }
-}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        // Revocation invalidates the state at once: nothing consumed after this point may be
-        // flushed under the old ownership.
-        if let Rebalance::Revoke(list) = r {
-            events::partitions_changed("revoked", list.count());
-            self.membership.revoked();
-            self.generation.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        match r {
-            Rebalance::Assign(list) => {
-                events::partitions_changed("assigned", list.count());
-                self.membership.assigned(
-                    list.elements()
-                        .iter()
-                        .map(|e| (e.topic().to_string(), e.partition()))
-                        .collect(),
-                );
-                self.generation.fetch_add(1, Ordering::SeqCst);
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
-            Rebalance::Revoke(_) => {}
-        }
-    }
-}
-
-/// The aggregator's consumer.
-pub type AggregatorConsumer = StreamConsumer<RebalanceContext>;
-
-/// A consumed message that could not be read, kept for the dead-letter topic.
-#[derive(Debug)]
-pub struct Unreadable {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Payload,
-    error: String,
 }
 
 /// Everything the consume loop works with.
@@ -193,12 +88,51 @@ pub struct Service<'a> {
 
 /// Why the state had to go.
 enum Rebuild {
-    Done(Box<Engine>),
+    Done(Box<Engine>, Versions),
     /// Shutdown came first.
     Stopped,
 }
 
+/// Who this member is in `aggregator_epochs` (for people reading it).
+fn member_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "aggregator".into());
+    format!("{host}:{}", std::process::id())
+}
+
 impl Service<'_> {
+    /// [`with_retry`], with readiness following the dependency: blocked while it fails.
+    async fn retried<T, F, Fut>(
+        &self,
+        what: &'static str,
+        dependency: Dependency,
+        f: F,
+    ) -> Result<Result<T, SinkError>, GaveUp>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SinkError>>,
+    {
+        let readiness = &self.health.readiness;
+        let r = self
+            .retry
+            .run(f, |attempt, wait, e| {
+                readiness.block(dependency.condition(), format!("{what} failing: {e}"));
+                events::retry(what, attempt, wait, e);
+            })
+            .await;
+        if matches!(r, Ok(Ok(_))) {
+            readiness.clear(dependency.condition());
+        }
+        r
+    }
+
+    fn outbox(&self) -> Outbox<'_> {
+        Outbox {
+            producer: self.producer,
+            dead_letter_topic: &self.cfg.kafka.dead_letter_topic,
+            stitch_topic: &self.cfg.kafka.stitch_topic,
+        }
+    }
+
     /// The partitions of the normalized topic assigned to this member.
     fn ownership(&self) -> Option<Ownership> {
         let list = self.consumer.assignment().ok()?;
@@ -218,25 +152,39 @@ impl Service<'_> {
         (!owned.is_empty()).then(|| Ownership::new(self.partitions, owned))
     }
 
-    /// Rebuilds the state of the owned leads from ClickHouse and writes what changed.
-    async fn rebuild(&self, own: Ownership, versions: &mut Versions) -> Result<Rebuild, SinkError> {
+    /// Takes a new epoch, rebuilds the state of the owned leads from ClickHouse and writes what
+    /// changed.
+    async fn rebuild(&self, own: Ownership) -> Result<Rebuild, SinkError> {
         let started = Instant::now();
         let lateness =
             i64::try_from(self.cfg.state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+        let member = member_name();
+        let reserved = self
+            .retried("epoch", Dependency::ClickHouse, || async {
+                versions::reserve(self.sink.client(), &member, own.owned().collect())
+                    .await
+                    .map_err(|e| SinkError::Transient(e.to_string()))
+            })
+            .await;
+        let Ok(reserved) = reserved else {
+            return Ok(Rebuild::Stopped);
+        };
+        let mut versions = reserved?;
         let stale_version = versions.issue();
         // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
-        let rebuilt = with_retry("rebuild", &self.retry, || async {
-            store::rebuild(
-                self.sink.client(),
-                self.funnels.clone(),
-                lateness,
-                own.clone(),
-                stale_version,
-            )
-            .await
-            .map_err(|e| SinkError::Transient(e.to_string()))
-        })
-        .await;
+        let rebuilt = self
+            .retried("rebuild", Dependency::ClickHouse, || async {
+                store::rebuild(
+                    self.sink.client(),
+                    self.funnels.clone(),
+                    lateness,
+                    own.clone(),
+                    stale_version,
+                )
+                .await
+                .map_err(|e| SinkError::Transient(e.to_string()))
+            })
+            .await;
         let Ok(rebuilt) = rebuilt else {
             return Ok(Rebuild::Stopped);
         };
@@ -246,6 +194,7 @@ impl Service<'_> {
             rebuilt.published,
             engine.leads_held(),
             own.owned().collect(),
+            versions.epoch(),
             started.elapsed(),
         );
         let out = engine.flush(versions.issue());
@@ -253,20 +202,22 @@ impl Service<'_> {
         // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.
         let mut stale = rebuilt.stale_rollups;
         store::keep_vanished(&mut stale, &out);
-        match with_retry("write", &self.retry, || write(self.sink, &out)).await {
-            Err(GaveUp) => return Ok(Rebuild::Stopped),
-            Ok(r) => r?,
+        for rows in [&out, &stale] {
+            match self
+                .retried("write", Dependency::ClickHouse, || write(self.sink, rows))
+                .await
+            {
+                Err(GaveUp) => return Ok(Rebuild::Stopped),
+                Ok(r) => r?,
+            }
         }
-        match with_retry("write", &self.retry, || write(self.sink, &stale)).await {
-            Err(GaveUp) => Ok(Rebuild::Stopped),
-            Ok(r) => r.map(|()| Rebuild::Done(Box::new(engine))),
-        }
+        Ok(Rebuild::Done(Box::new(engine), versions))
     }
 
     /// Consumes until `shutdown`; flushes and stores offsets before returning.
     pub async fn consume(&self, shutdown: CancellationToken) -> Result<(), SinkError> {
         let context = self.consumer.context();
-        let mut versions = Versions::default();
+        let mut versions = Versions::of_epoch(0);
         let mut generation = u64::MAX;
         let mut engine: Option<Box<Engine>> = None;
         let mut pending: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -289,9 +240,10 @@ impl Service<'_> {
                     .block("rebuild", "rebuilding the owned partitions' state");
                 self.health.set_partitions(Vec::new());
                 if let Some(own) = self.ownership() {
-                    match self.rebuild(own, &mut versions).await? {
+                    match self.rebuild(own).await? {
                         Rebuild::Stopped => return Ok(()),
-                        Rebuild::Done(e) => {
+                        Rebuild::Done(e, v) => {
+                            versions = v;
                             self.publish_health(&e);
                             self.health.set_partitions(e.ownership().owned().collect());
                             engine = Some(e);
@@ -411,8 +363,11 @@ impl Service<'_> {
         };
         if m.topic() == self.cfg.kafka.stitch_topic {
             return match decode::recheck(payload) {
-                Ok(key) => {
-                    engine.recheck(&key);
+                Ok(r) => {
+                    match r.copy {
+                        Some((event_type, id)) => engine.recheck_copy(&r.lead, event_type, &id),
+                        None => engine.recheck(&r.lead),
+                    }
                     events::recheck_received();
                     None
                 }
@@ -448,7 +403,8 @@ impl Service<'_> {
         }
     }
 
-    /// Lookups, rows, rechecks: `false` when `give_up` interrupted the retries.
+    /// Copy checks, lookups, rows, dead letters, rechecks: `false` when the give-up token
+    /// interrupted the retries.
     async fn flush(
         &self,
         engine: &mut Engine,
@@ -456,14 +412,36 @@ impl Service<'_> {
         dead: Vec<Unreadable>,
     ) -> bool {
         let started = Instant::now();
+        // Copies first: settling one may withdraw a claim, which queues a device lookup.
+        let checks = engine.take_checks();
+        if !checks.is_empty() {
+            let found = self
+                .retried("copies", Dependency::ClickHouse, || async {
+                    store::copies_of(self.sink.client(), &checks)
+                        .await
+                        .map_err(|e| SinkError::Transient(e.to_string()))
+                })
+                .await;
+            match found {
+                Err(GaveUp) => return false,
+                Ok(Err(e)) => tracing::error!(error = %e, "copy check failed"),
+                Ok(Ok(found)) => {
+                    for (c, copies) in checks.iter().zip(found) {
+                        engine.settle(c, &copies);
+                    }
+                    events::copies_checked(checks.len());
+                }
+            }
+        }
         let lookups = engine.take_lookups();
         if !lookups.is_empty() {
-            let found = with_retry("lookup", &self.retry, || async {
-                store::lookup(self.sink.client(), &lookups)
-                    .await
-                    .map_err(|e| SinkError::Transient(e.to_string()))
-            })
-            .await;
+            let found = self
+                .retried("lookup", Dependency::ClickHouse, || async {
+                    store::lookup(self.sink.client(), &lookups)
+                        .await
+                        .map_err(|e| SinkError::Transient(e.to_string()))
+                })
+                .await;
             match found {
                 Err(GaveUp) => return false,
                 Ok(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
@@ -476,7 +454,10 @@ impl Service<'_> {
             }
         }
         let out = engine.flush(versions.issue());
-        match with_retry("write", &self.retry, || write(self.sink, &out)).await {
+        match self
+            .retried("write", Dependency::ClickHouse, || write(self.sink, &out))
+            .await
+        {
             Err(GaveUp) => return false,
             Ok(Err(e)) => {
                 // Our own rows were refused: a schema mismatch, not bad input. Keep going (the
@@ -496,87 +477,44 @@ impl Service<'_> {
                 self.publish_health(engine);
             }
         }
+        let outbox = self.outbox();
         if !dead.is_empty() {
-            match with_retry("dead_letter", &self.retry, || self.send_dead_letters(&dead)).await {
+            match self
+                .retried("dead_letter", Dependency::Kafka, || {
+                    outbox.dead_letters(&dead)
+                })
+                .await
+            {
                 Err(GaveUp) => return false,
-                Ok(r) => {
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "dead letters refused");
-                    }
-                }
+                Ok(Err(e)) => tracing::error!(error = %e, "dead letters refused"),
+                Ok(Ok(())) => {}
             }
         }
-        let notes = engine.take_notifications();
+        let notes: Vec<Note> = engine
+            .take_notifications()
+            .into_iter()
+            .map(|lead| Note { lead, copy: None })
+            .chain(
+                engine
+                    .take_copy_notifications()
+                    .into_iter()
+                    .map(|(lead, t, id)| Note {
+                        lead,
+                        copy: Some((t, id)),
+                    }),
+            )
+            .collect();
         if !notes.is_empty() {
-            let sent = with_retry("recheck", &self.retry, || self.send_rechecks(&notes)).await;
-            match sent {
+            match self
+                .retried("recheck", Dependency::Kafka, || outbox.rechecks(&notes))
+                .await
+            {
                 Err(GaveUp) => return false,
-                Ok(r) => {
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "recheck messages refused");
-                    }
-                    events::rechecks_sent(notes.len());
-                }
+                Ok(Err(e)) => tracing::error!(error = %e, "recheck messages refused"),
+                Ok(Ok(())) => events::rechecks_sent(notes.len()),
             }
         }
         true
-    }
-
-    /// Produces the unreadable messages to the dead-letter topic and waits for the
-    /// acknowledgements.
-    async fn send_dead_letters(&self, dead: &[Unreadable]) -> Result<(), SinkError> {
-        let records = dead.iter().map(|u| {
-            dead_letter::record(
-                &self.cfg.kafka.dead_letter_topic,
-                &dead_letter::DeadLetter {
-                    topic: &u.topic,
-                    partition: u.partition,
-                    offset: u.offset,
-                    key: u.key.as_deref(),
-                    payload: &u.payload,
-                    category: "unreadable",
-                    field: None,
-                    message: &u.error,
-                },
-            )
-        });
-        self.produce_all("a dead letter", records).await
-    }
-
-    /// Produces one recheck message per lead and waits for every acknowledgement.
-    async fn send_rechecks(&self, keys: &[SmolStr]) -> Result<(), SinkError> {
-        let payloads: Vec<Vec<u8>> = keys
-            .iter()
-            .map(|k| {
-                serde_json::to_vec(&Recheck {
-                    recheck: k.to_string(),
-                })
-                .unwrap_or_default()
-            })
-            .collect();
-        let records = keys.iter().zip(&payloads).map(|(k, p)| {
-            FutureRecord::to(&self.cfg.kafka.stitch_topic)
-                .key(k.as_bytes())
-                .payload(p.as_slice())
-        });
-        self.produce_all("a recheck", records).await
-    }
-
-    /// Sends every record and waits for all acknowledgements; a failure is transient (retried).
-    async fn produce_all<'a>(
-        &self,
-        what: &str,
-        records: impl Iterator<Item = FutureRecord<'a, [u8], [u8]>>,
-    ) -> Result<(), SinkError> {
-        let deliveries: Vec<_> = records
-            .map(|r| self.producer.send(r, Duration::from_secs(10)))
-            .collect();
-        for d in futures::future::join_all(deliveries).await {
-            if let Err((e, _)) = d {
-                return Err(SinkError::Transient(format!("producing {what}: {e}")));
-            }
-        }
-        Ok(())
     }
 
     fn publish_health(&self, engine: &Engine) {

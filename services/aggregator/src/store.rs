@@ -3,6 +3,7 @@
 //! everything the aggregator's committed offsets cover) and the rows it published before.
 //! Replaying them rebuilds the state exactly; nothing else needs a checkpoint.
 
+use crate::copies::{Check, CopyRecord};
 use crate::engine::{ClaimRecord, Engine, Lookup, Output, Ownership};
 use crate::funnel::Funnels;
 use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
@@ -191,6 +192,7 @@ pub async fn rebuild(
     own: Ownership,
     stale_version: u64,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
+    hide_losing_minutes(client).await?;
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
     let mut done = Rebuilt {
         stale_rollups: stale_rollups(client, &own, stale_version).await?,
@@ -231,10 +233,10 @@ pub async fn rebuild(
             }
         }
     }
+    // Only winners were read, so no copy needs settling; every claim and foreign touch of the
+    // devices known is read below in one pass, so the per-event lookups are redundant too.
+    engine.clear_lookups();
     if !own.owns_all() {
-        // Every claim and foreign touch of the devices known is read below in one pass, so the
-        // per-event lookups the replay queued are redundant.
-        engine.clear_lookups();
         let wanted: HashMap<SmolStr, bool> = engine
             .known_devices()
             .map(|(d, foreign)| (SmolStr::new(d), foreign))
@@ -286,6 +288,81 @@ impl Found {
             }
         }
     }
+}
+
+/// Event ids per copies query.
+const IDS_PER_QUERY: usize = 1000;
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct StoredCopy {
+    event_type: String,
+    event_id: String,
+    lead_key: String,
+    time_ms: i64,
+    copy_rank: u128,
+}
+
+/// Every stored copy of each checked event id (`lead_event_copies`: the best copy under each
+/// lead key), in the order of `checks`.
+pub async fn copies_of(
+    client: &Client,
+    checks: &[Check],
+) -> Result<Vec<Vec<CopyRecord>>, clickhouse::error::Error> {
+    let mut out = Vec::with_capacity(checks.len());
+    for chunk in checks.chunks(IDS_PER_QUERY) {
+        // Event types are a fixed set of names and ids passed NormalizedEvent::check (32 hex
+        // characters): safe to write into the query, which lets the key's tuple prune.
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|c| format!("('{}','{}')", c.event_type.as_str(), c.event_id))
+            .collect();
+        let rows = client
+            .query(&format!(
+                "SELECT event_type, event_id, lead_key, toUnixTimestamp64Milli(event_time) AS time_ms, \
+                 copy_rank FROM lead_event_copies FINAL WHERE (event_type, event_id) IN ({})",
+                keys.join(",")
+            ))
+            .fetch_all::<StoredCopy>()
+            .await?;
+        let mut by_id: HashMap<(String, String), Vec<CopyRecord>> = HashMap::default();
+        for r in rows {
+            by_id
+                .entry((r.event_type, r.event_id))
+                .or_default()
+                .push(CopyRecord {
+                    lead_key: SmolStr::new(&r.lead_key),
+                    time_ms: r.time_ms,
+                    rank: r.copy_rank,
+                });
+        }
+        for c in chunk {
+            let key = (c.event_type.as_str().to_string(), c.event_id.clone());
+            out.push(by_id.remove(&key).unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// Tombstones, in `lead_events_by_minute`, every copy that is not its event's winner and sits
+/// in another minute than the winner (a copy whose displacement the aggregator did not live to
+/// write: killed before its flush). Runs inside ClickHouse.
+pub async fn hide_losing_minutes(client: &Client) -> Result<(), clickhouse::error::Error> {
+    client
+        .query(
+            "INSERT INTO lead_events_by_minute (minute, event_type, event_id, copy_rank, is_deleted) \
+             SELECT m.minute, m.event_type, m.event_id, toUInt128('340282366920938463463374607431768211455'), 1 \
+             FROM (SELECT minute, event_type, event_id FROM lead_events_by_minute FINAL \
+                   WHERE (event_type, event_id) IN ( \
+                       SELECT event_type, event_id FROM lead_events_by_minute FINAL \
+                       GROUP BY event_type, event_id HAVING count() > 1)) AS m \
+             INNER JOIN (SELECT event_type, event_id, toStartOfMinute(event_time) AS winner_minute \
+                         FROM lead_events FINAL WHERE (event_type, event_id) IN ( \
+                             SELECT event_type, event_id FROM lead_events_by_minute FINAL \
+                             GROUP BY event_type, event_id HAVING count() > 1)) AS w \
+             USING (event_type, event_id) WHERE m.minute != w.winner_minute",
+        )
+        .execute()
+        .await
 }
 
 /// Devices per lookup query: keeps the query text far below `max_query_size`.

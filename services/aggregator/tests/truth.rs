@@ -8,7 +8,7 @@ use leadstream_aggregator::Engine;
 use leadstream_generator::truth::TruthBuilder;
 use leadstream_generator::{GeneratorConfig, Label, Schedule};
 use leadstream_schemas::SourceMeta;
-use support::{default_funnels, normalizer, ReadModel};
+use support::{default_funnels, normalizer, FakeStore, ReadModel};
 
 fn run(seed: u64, leads: u64, flush_every: usize) {
     let mut cfg = GeneratorConfig {
@@ -18,6 +18,8 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
     cfg.traffic.leads = leads;
     cfg.realism.late_share = 0.2;
     cfg.realism.duplicate_share = 0.05;
+    cfg.realism.resend_share = 0.03;
+    cfg.realism.rekey_share = 0.02;
     cfg.realism.poison_share = 0.03;
     let norm = normalizer(cfg.time_zone().unwrap(), cfg.realism.max_message_bytes);
     let start = cfg
@@ -26,6 +28,7 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
         .timestamp_millis();
     let mut engine = Engine::new(default_funnels(), 3_600_000);
     let mut model = ReadModel::default();
+    let mut store = FakeStore::default();
     let mut truth = TruthBuilder::default();
     let mut version = 0;
     for (i, d) in Schedule::new(cfg, start).enumerate() {
@@ -38,25 +41,36 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
         match (&d.label, norm.normalize(&meta, &d.payload)) {
             (Label::Valid(t), Ok(ev)) => {
                 truth.valid((**t).clone(), d.deliver_at_ms);
+                store.store(&ev);
+                engine.ingest(&ev, d.deliver_at_ms);
+            }
+            (Label::Copy(t), Ok(ev)) => {
+                truth.copy((**t).clone());
+                store.store(&ev);
                 engine.ingest(&ev, d.deliver_at_ms);
             }
             (Label::Duplicate, Ok(ev)) => {
+                // Usually a no-op; a redelivery of a copy that another lead won is applied
+                // again and settled again at the next flush.
                 truth.duplicate();
-                assert_eq!(
-                    engine.ingest(&ev, d.deliver_at_ms),
-                    leadstream_aggregator::Ingested::Duplicate
-                );
+                engine.ingest(&ev, d.deliver_at_ms);
             }
             (Label::Poison(c), Err(_)) => truth.poison(*c),
             (label, result) => panic!("unexpected {label:?} -> {result:?}"),
         }
         if i % flush_every == flush_every - 1 {
             version += 1;
+            store.answer(&mut engine);
             model.apply(engine.flush(version));
         }
     }
     version += 1;
+    store.answer(&mut engine);
     model.apply(engine.flush(version));
+    assert!(
+        truth.finish(seed, leads).messages.copies > 100,
+        "the run re-sends and re-keys"
+    );
     let truth = truth.finish(seed, leads);
     // The run exercises every kind of transition, so equality below means something.
     let kinds: std::collections::BTreeSet<&String> = truth

@@ -20,7 +20,7 @@ use leadstream_schemas::{
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,8 @@ pub(crate) struct DeadLetter {
 #[derive(Default)]
 struct Batch {
     events: Vec<NormalizedEvent>,
-    seen: HashSet<String>,
+    /// Where each event id of the batch sits in `events`.
+    seen: HashMap<String, usize>,
     dead: Vec<DeadLetter>,
     /// Highest offset read per topic and partition; keyed by topic first so a message of a topic
     /// already in the batch is recorded without allocating.
@@ -200,10 +201,19 @@ impl Pipeline {
         match result {
             Ok(ev) => {
                 batch.bytes += payload.len();
-                if batch.seen.insert(ev.event_id.clone()) {
-                    batch.events.push(ev);
-                } else {
-                    events::duplicate_in_batch(kind.map_or("unknown", SourceKind::as_str));
+                match batch.seen.get(&ev.event_id) {
+                    None => {
+                        batch.seen.insert(ev.event_id.clone(), batch.events.len());
+                        batch.events.push(ev);
+                    }
+                    Some(&at) => {
+                        // One winner per event id: a copy that says something else and ranks
+                        // higher (an earlier event time) replaces the one the batch holds.
+                        events::duplicate_in_batch(kind.map_or("unknown", SourceKind::as_str));
+                        if ev.copy_rank() > batch.events[at].copy_rank() {
+                            batch.events[at] = ev;
+                        }
+                    }
                 }
             }
             Err(error) => {

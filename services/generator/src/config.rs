@@ -283,6 +283,13 @@ pub struct RealismConfig {
     pub max_lateness: Duration,
     /// Share of valid events delivered a second time (same bytes), as producer retries do.
     pub duplicate_share: f64,
+    /// Share of valid events re-sent with another event time (a CRM re-saving a record with a
+    /// new `updated_at`, a source correcting a time), earlier or later by up to a third of
+    /// `max_lateness`. The earliest copy is the event (the truth follows that rule).
+    pub resend_share: f64,
+    /// Share of valid events re-sent under another lead key (another user or lead id, another
+    /// device for anonymous touches), with another event time too. The earliest copy wins.
+    pub rekey_share: f64,
     /// Malformed messages per valid event.
     pub poison_share: f64,
     /// Relative weight of each malformed kind (`unknown_topic` and `sink_rejected` cannot be
@@ -534,6 +541,8 @@ impl Default for GeneratorConfig {
                 late_share: 0.05,
                 max_lateness: min(30),
                 duplicate_share: 0.02,
+                resend_share: 0.01,
+                rekey_share: 0.002,
                 poison_share: 0.01,
                 poison_categories: PRODUCIBLE_POISON.iter().map(|c| (*c, 1.0)).collect(),
                 max_message_bytes: leadstream_schemas::DEFAULT_MAX_MESSAGE_BYTES,
@@ -755,6 +764,14 @@ impl GeneratorConfig {
         let r = &self.realism;
         probability("realism.late_share", r.late_share)?;
         probability("realism.duplicate_share", r.duplicate_share)?;
+        probability("realism.resend_share", r.resend_share)?;
+        probability("realism.rekey_share", r.rekey_share)?;
+        if r.max_lateness < Duration::from_secs(3) && r.resend_share + r.rekey_share > 0.0 {
+            return Err(invalid(
+                "realism.max_lateness",
+                "must be at least 3s when resend_share or rekey_share > 0 (copies move by up to a third of it)",
+            ));
+        }
         probability("realism.poison_share", r.poison_share)?;
         if r.max_lateness < Duration::from_secs(1) && r.late_share > 0.0 {
             return Err(invalid(

@@ -99,6 +99,7 @@ fn record(truth: &mut TruthBuilder, d: Delivery) {
     match d.label {
         Label::Valid(e) => truth.valid(*e, d.deliver_at_ms),
         Label::Duplicate => truth.duplicate(),
+        Label::Copy(e) => truth.copy(*e),
         Label::Poison(c) => truth.poison(c),
     }
 }

@@ -172,6 +172,7 @@ impl FileOutput {
         let label = match &d.label {
             Label::Valid(_) => "valid".to_string(),
             Label::Duplicate => "duplicate".to_string(),
+            Label::Copy(_) => "copy".to_string(),
             Label::Poison(c) => format!("poison:{c}"),
         };
         let mut line = json!({

@@ -27,6 +27,9 @@ pub enum Label {
     Valid(Box<TruthEvent>),
     /// A repeated delivery of a valid event (same bytes).
     Duplicate,
+    /// Another copy of a valid event (same event id) that says something else: another event
+    /// time, maybe another lead key. The earliest copy is the event.
+    Copy(Box<TruthEvent>),
     /// A malformed message the collector must reject with this category.
     Poison(ErrorCategory),
 }
@@ -201,6 +204,39 @@ impl Schedule {
                     payload,
                     deliver_at_ms: again,
                     label: Label::Duplicate,
+                });
+            }
+            let window = (lateness_ms / 3).max(1000);
+            for rekey in [false, true] {
+                let share = if rekey { r.rekey_share } else { r.resend_share };
+                if noise.random::<f64>() >= share {
+                    continue;
+                }
+                let mut copy = ev.clone();
+                // Even shifts for re-sends, odd ones for re-keys: no two copies of an event
+                // share a time, so the earliest is always one copy (the truth needs no digest).
+                let shift = noise.random_range(500..=window / 2) * 2 + i64::from(rekey);
+                copy.time_ms += if noise.random::<bool>() {
+                    shift
+                } else {
+                    -shift
+                };
+                if rekey {
+                    match (&mut copy.user_id, &mut copy.device_id) {
+                        (Some(u), _) => *u = format!("{u}-moved"),
+                        (None, Some(d)) => *d = format!("{d}-moved"),
+                        _ => {}
+                    }
+                }
+                let payload: Arc<[u8]> = wire::encode(&copy, &mut noise, self.tz).into();
+                let key = copy.user_id.clone().or_else(|| copy.device_id.clone());
+                self.push(Delivery {
+                    kind: copy.kind,
+                    key,
+                    payload,
+                    deliver_at_ms: at.max(copy.time_ms)
+                        + noise.random_range(0..=DUPLICATE_WITHIN_MS),
+                    label: Label::Copy(Box::new(truth_event(&copy))),
                 });
             }
             if noise.random::<f64>() < r.poison_share {

@@ -81,8 +81,13 @@ pub struct MessageCounts {
     pub sent: u64,
     /// Distinct valid events (first deliveries).
     pub valid: u64,
-    /// Extra deliveries of valid events (same bytes again).
+    /// Extra deliveries of valid events: the same bytes again, or another copy of the event
+    /// (another time or lead key; `copies` counts those).
     pub duplicates: u64,
+    /// Extra deliveries that said something else than the first (another event time or lead
+    /// key): the earliest copy is the event.
+    #[serde(default)]
+    pub copies: u64,
     /// Malformed messages.
     pub poison: u64,
     /// Malformed messages by the category the collector must give them.
@@ -351,10 +356,24 @@ pub fn attribution(events: &[&TruthEvent]) -> (String, String, String) {
     (or_none(first), or_none(last), or_none(variant))
 }
 
-/// Funnel results and identities over distinct valid events, in any order.
+/// One winner per event id: the earliest copy (the first delivered of copies with one time).
+pub fn winners(events: &[TruthEvent]) -> Vec<&TruthEvent> {
+    let mut best: HashMap<&str, &TruthEvent> = HashMap::new();
+    for e in events {
+        best.entry(e.event_id.as_str())
+            .and_modify(|b| {
+                if e.time_ms < b.time_ms {
+                    *b = e;
+                }
+            })
+            .or_insert(e);
+    }
+    best.into_values().collect()
+}
+
+/// Funnel results and identities over the winning copies of valid events, in any order.
 pub fn funnels(events: &[TruthEvent]) -> (BTreeMap<String, FunnelTruth>, Identities) {
-    let mut seen = HashSet::new();
-    let mut sorted: Vec<&TruthEvent> = events.iter().filter(|e| seen.insert(&e.event_id)).collect();
+    let mut sorted: Vec<&TruthEvent> = winners(events);
     sorted.sort_by(|a, b| (a.time_ms, &a.event_id).cmp(&(b.time_ms, &b.event_id)));
 
     // A device belongs to the user of the earliest signup that names it.
@@ -428,6 +447,7 @@ pub const LATE_MS: i64 = 1000;
 #[derive(Debug, Default)]
 pub struct TruthBuilder {
     events: Vec<TruthEvent>,
+    copies: Vec<TruthEvent>,
     messages: MessageCounts,
     newest_by_topic: HashMap<SourceKind, i64>,
 }
@@ -461,6 +481,14 @@ impl TruthBuilder {
         self.messages.duplicates += 1;
     }
 
+    /// Records another copy of a valid event (same id, other content): the earliest copy wins.
+    pub fn copy(&mut self, e: TruthEvent) {
+        self.messages.sent += 1;
+        self.messages.duplicates += 1;
+        self.messages.copies += 1;
+        self.copies.push(e);
+    }
+
     /// Records a malformed message.
     pub fn poison(&mut self, category: ErrorCategory) {
         self.messages.sent += 1;
@@ -482,9 +510,15 @@ impl TruthBuilder {
         &self.events
     }
 
+    /// Every copy recorded so far: first deliveries, then the other copies.
+    pub fn all_copies(&self) -> Vec<TruthEvent> {
+        self.events.iter().chain(&self.copies).cloned().collect()
+    }
+
     /// Computes the truth over everything recorded.
     pub fn finish(&self, seed: u64, leads_generated: u64) -> Truth {
-        let (funnels, identities) = funnels(&self.events);
+        let all = self.all_copies();
+        let (funnels, identities) = funnels(&all);
         Truth {
             format: 1,
             seed,
@@ -492,15 +526,15 @@ impl TruthBuilder {
             messages: self.messages.clone(),
             identities,
             funnels,
-            revenue: revenue(&self.events),
+            revenue: revenue(&all),
         }
     }
 }
 
-/// Revenue per currency of the valid events (each recorded once).
+/// Revenue per currency of the valid events (each winning copy once).
 fn revenue(events: &[TruthEvent]) -> BTreeMap<String, Decimal> {
     let mut out = BTreeMap::new();
-    for a in events.iter().filter_map(|e| e.amount) {
+    for a in winners(events).iter().filter_map(|e| e.amount) {
         *out.entry(CURRENCY.to_string()).or_default() += a;
     }
     out

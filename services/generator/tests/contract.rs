@@ -49,7 +49,7 @@ fn valid_messages_normalize_to_the_plan_and_malformed_ones_fail_as_intended() {
     let mut poison_seen = BTreeSet::new();
     let mut types_seen = BTreeSet::new();
     let mut outcomes_seen = BTreeSet::new();
-    let (mut valid, mut dups, mut poison) = (0, 0, 0);
+    let (mut valid, mut dups, mut copies, mut poison) = (0, 0, 0, 0);
     for (offset, d) in Schedule::new(cfg, start).enumerate() {
         let meta = SourceMeta {
             kind: d.kind,
@@ -99,6 +99,21 @@ fn valid_messages_normalize_to_the_plan_and_malformed_ones_fail_as_intended() {
                     "a duplicate came before its original: {text}"
                 );
             }
+            Label::Copy(t) => {
+                copies += 1;
+                let ev = result.unwrap_or_else(|e| panic!("copy rejected: {e}\n{text}"));
+                assert_eq!(ev.event_id, t.event_id, "{text}");
+                assert_eq!(ev.event_time.timestamp_millis(), t.time_ms, "{text}");
+                assert_eq!(
+                    (&ev.lead_id, &ev.device_id),
+                    (&t.lead_id, &t.device_id),
+                    "{text}"
+                );
+                assert!(
+                    seen_ids.contains(&ev.event_id),
+                    "a copy came before its original: {text}"
+                );
+            }
             Label::Poison(c) => {
                 poison += 1;
                 let err = result.expect_err(&format!("malformed message accepted: {text}"));
@@ -108,8 +123,8 @@ fn valid_messages_normalize_to_the_plan_and_malformed_ones_fail_as_intended() {
         }
     }
     assert!(
-        valid > 10_000 && dups > 500 && poison > 1_000,
-        "{valid} {dups} {poison}"
+        valid > 10_000 && dups > 500 && copies > 100 && poison > 1_000,
+        "{valid} {dups} {copies} {poison}"
     );
     let all: BTreeSet<ErrorCategory> = PRODUCIBLE_POISON.into_iter().collect();
     assert_eq!(poison_seen, all, "every malformed kind is produced");

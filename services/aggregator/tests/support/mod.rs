@@ -281,3 +281,95 @@ impl ReadModel {
         (totals, cells.into_values().collect())
     }
 }
+
+/// What ClickHouse holds of the events for the engine's questions: every copy the collector
+/// stored, as `lead_event_copies` (best copy per id and lead key) and `lead_events_unique`
+/// (the winner per id) answer them.
+#[derive(Default)]
+pub struct FakeStore {
+    copies: HashMap<String, HashMap<SmolStr, (u128, leadstream_schemas::NormalizedEvent)>>,
+}
+
+impl FakeStore {
+    /// The collector stored `e` (before publishing it).
+    pub fn store(&mut self, e: &leadstream_schemas::NormalizedEvent) {
+        let rank = e.copy_rank();
+        let by_lead = self.copies.entry(e.event_id.clone()).or_default();
+        let key = SmolStr::new(e.lead_key());
+        match by_lead.get(&key) {
+            Some((r, _)) if *r >= rank => {}
+            _ => {
+                by_lead.insert(key, (rank, e.clone()));
+            }
+        }
+    }
+
+    fn winners(&self) -> impl Iterator<Item = &leadstream_schemas::NormalizedEvent> {
+        self.copies
+            .values()
+            .filter_map(|m| m.values().max_by_key(|(r, _)| *r).map(|(_, e)| e))
+    }
+
+    /// `lead_event_copies` for one check.
+    pub fn copies_of(
+        &self,
+        c: &leadstream_aggregator::copies::Check,
+    ) -> Vec<leadstream_aggregator::copies::CopyRecord> {
+        self.copies
+            .get(&c.event_id)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, (rank, e))| leadstream_aggregator::copies::CopyRecord {
+                        lead_key: k.clone(),
+                        time_ms: e.event_time.timestamp_millis(),
+                        rank: *rank,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What the service's device lookup reads (claims and anonymous touches among the winners).
+    pub fn lookup(
+        &self,
+        l: &leadstream_aggregator::engine::Lookup,
+    ) -> (
+        Vec<leadstream_aggregator::engine::ClaimRecord>,
+        Vec<leadstream_schemas::NormalizedEvent>,
+    ) {
+        use leadstream_schemas::EventType;
+        let device = Some(&*l.device);
+        let claims = self
+            .winners()
+            .filter(|e| e.event_type == EventType::Signup && e.lead_id.is_some())
+            .filter(|e| e.device_id.as_deref() == device)
+            .map(|e| leadstream_aggregator::engine::ClaimRecord {
+                lead: e.lead_id.as_deref().unwrap_or_default().into(),
+                time_ms: e.event_time.timestamp_millis(),
+                event_id: e.event_id.clone(),
+            })
+            .collect();
+        let touches = if l.touches {
+            self.winners()
+                .filter(|e| matches!(e.event_type, EventType::Exposure | EventType::Click))
+                .filter(|e| e.lead_id.is_none() && e.device_id.as_deref() == device)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (claims, touches)
+    }
+
+    /// Answers everything the engine asks before a flush, as the service does.
+    pub fn answer(&self, engine: &mut leadstream_aggregator::Engine) {
+        for c in engine.take_checks() {
+            let copies = self.copies_of(&c);
+            engine.settle(&c, &copies);
+        }
+        for l in engine.take_lookups() {
+            let (claims, touches) = self.lookup(&l);
+            engine.learn(&l, &claims, &touches);
+        }
+    }
+}
