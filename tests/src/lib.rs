@@ -5,9 +5,13 @@
 
 pub mod aggregator;
 pub mod browser;
+pub mod faults;
 pub mod fuzz;
 pub mod grafana;
 pub mod process;
+pub mod servers;
+
+pub use servers::{PrivateBroker, PrivateClickHouse};
 
 use leadstream_collector::CollectorConfig;
 use leadstream_schemas::{Secret, SourceKind};
@@ -47,7 +51,8 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// One test's world: a database and a set of source topics of its own.
+/// One test's world: a database and a set of source topics of its own, on the shared stack
+/// or on servers of the test's own.
 pub struct World {
     /// ClickHouse database.
     pub database: String,
@@ -55,19 +60,30 @@ pub struct World {
     pub prefix: String,
     /// Partitions per topic.
     pub partitions: i32,
+    /// The broker's bootstrap servers.
+    pub brokers: String,
+    /// ClickHouse's URL.
+    pub clickhouse_url: String,
 }
 
 impl World {
-    /// Creates the topics (7 sources, normalized, dead letters, stitching) on the broker.
+    /// Creates the topics (7 sources, normalized, dead letters, stitching) on the shared broker.
     pub async fn new(name: &str, partitions: i32) -> Self {
+        Self::on(name, partitions, &brokers(), &clickhouse_url()).await
+    }
+
+    /// Like [`World::new`], on the broker `brokers` and the ClickHouse at `clickhouse_url`.
+    pub async fn on(name: &str, partitions: i32, brokers: &str, clickhouse_url: &str) -> Self {
         let id = unique(name);
         let w = World {
             database: format!("db_{id}"),
             prefix: id,
             partitions,
+            brokers: brokers.to_string(),
+            clickhouse_url: clickhouse_url.to_string(),
         };
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", brokers)
             .create()
             .expect("admin client");
         let names: Vec<String> = SourceKind::ALL
@@ -120,7 +136,7 @@ impl World {
     /// with fast flushes and HTTP off.
     pub fn collector_config(&self) -> CollectorConfig {
         let mut c = CollectorConfig::default();
-        c.kafka.brokers = brokers();
+        c.kafka.brokers = self.brokers.clone();
         c.kafka.group_id = format!("{}-{}", self.prefix, c.kafka.group_id);
         c.kafka.topics = SourceKind::ALL
             .iter()
@@ -128,7 +144,7 @@ impl World {
             .collect();
         c.kafka.normalized_topic = self.normalized_topic();
         c.kafka.dead_letter_topic = self.dead_letter_topic();
-        c.clickhouse.url = clickhouse_url();
+        c.clickhouse.url = self.clickhouse_url.clone();
         c.clickhouse.database = self.database.clone();
         c.normalize.channels_file = repo_root().join("config/channels.yaml");
         c.normalize.pii_salt = Some(Secret::new("golden-salt".into()));
@@ -148,7 +164,7 @@ impl World {
             ..Default::default()
         };
         g.traffic.leads = leads;
-        g.kafka.brokers = brokers();
+        g.kafka.brokers = self.brokers.clone();
         g.kafka.topic_prefix = format!("{}.", self.prefix);
         g.validate().expect("test generator config is valid");
         g
@@ -162,10 +178,15 @@ pub fn output_dir() -> PathBuf {
     d
 }
 
-/// A plain producer.
+/// A plain producer on the shared broker.
 pub fn producer() -> FutureProducer {
+    producer_on(&brokers())
+}
+
+/// A plain producer on `brokers`.
+pub fn producer_on(brokers: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("linger.ms", "1")
         .create()
         .expect("producer")
@@ -277,90 +298,6 @@ pub fn golden(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).expect("golden")).expect("json")
 }
 
-/// A private ClickHouse server for tests that stop and start it (outage tests), so the shared
-/// one stays up for everyone else.
-pub struct PrivateClickHouse {
-    /// Its URL.
-    pub url: String,
-    dir: PathBuf,
-    http_port: u16,
-    tcp_port: u16,
-    child: Option<std::process::Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl PrivateClickHouse {
-    /// Starts a server in a fresh directory and waits for `/ping`.
-    pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(unique("ch"));
-        let (http_port, tcp_port) = (free_port(), free_port());
-        let mut s = Self {
-            url: format!("http://127.0.0.1:{http_port}"),
-            dir,
-            http_port,
-            tcp_port,
-            child: None,
-        };
-        s.restart();
-        s
-    }
-
-    /// Starts the server again on the same directory and ports.
-    pub fn restart(&mut self) {
-        let python = std::env::var("LEADSTREAM_STACK_PYTHON")
-            .expect("LEADSTREAM_STACK_PYTHON is unset: run the tests with scripts/test.sh");
-        std::fs::create_dir_all(&self.dir).expect("dir");
-        let log = std::fs::File::create(self.dir.join("server.log")).expect("log");
-        let child = std::process::Command::new(python)
-            .arg(repo_root().join("scripts/clickhouse_server.py"))
-            .args([
-                "--dir",
-                self.dir.to_str().expect("utf-8"),
-                "--http-port",
-                &self.http_port.to_string(),
-                "--tcp-port",
-                &self.tcp_port.to_string(),
-            ])
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn clickhouse");
-        self.child = Some(child);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "private clickhouse did not start; see {:?}",
-            self.dir.join("server.log")
-        );
-    }
-
-    /// Kills the server (as an outage would).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateClickHouse {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Runs the collector in-process until the returned token is cancelled.
 pub fn spawn_collector(
     cfg: CollectorConfig,
@@ -398,10 +335,20 @@ pub fn committed_vs_end(
     topics: &[String],
     partitions: i32,
 ) -> Vec<(String, i32, i64, i64)> {
+    committed_vs_end_on(&brokers(), group, topics, partitions)
+}
+
+/// [`committed_vs_end`] on `brokers`.
+pub fn committed_vs_end_on(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Vec<(String, i32, i64, i64)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .expect("consumer");
@@ -445,9 +392,19 @@ pub async fn read_topic_until(
     limit: Duration,
     done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
 ) -> Vec<rdkafka::message::OwnedMessage> {
+    read_topic_until_on(&brokers(), topic, limit, done).await
+}
+
+/// [`read_topic_until`] on `brokers`.
+pub async fn read_topic_until_on(
+    brokers: &str,
+    topic: &str,
+    limit: Duration,
+    done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -503,12 +460,12 @@ impl World {
     /// pointed at the world's topics and database, with fast flushes.
     pub fn aggregator_config(&self, listen: &str) -> leadstream_aggregator::AggregatorConfig {
         let mut c = leadstream_aggregator::AggregatorConfig::default();
-        c.kafka.brokers = brokers();
+        c.kafka.brokers = self.brokers.clone();
         c.kafka.group_id = format!("{}-{}", self.prefix, c.kafka.group_id);
         c.kafka.topic = self.normalized_topic();
         c.kafka.stitch_topic = self.stitch_topic();
         c.kafka.dead_letter_topic = self.dead_letter_topic();
-        c.clickhouse.url = clickhouse_url();
+        c.clickhouse.url = self.clickhouse_url.clone();
         c.clickhouse.database = self.database.clone();
         c.funnels.file = repo_root().join("config/funnel.yaml");
         c.batch.flush_interval = Duration::from_millis(200);

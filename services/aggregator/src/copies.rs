@@ -45,6 +45,7 @@ pub struct Check {
 
 /// A row of `lead_events_by_minute` that hides a losing copy's minute. Its version is the
 /// highest there is: no copy in a minute later than the winner's can ever become the winner.
+/// The columns besides the key and the version are empty (a tombstone shows nothing).
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct MinuteTombstoneRow {
     /// The losing copy's minute, epoch seconds.
@@ -53,6 +54,20 @@ pub struct MinuteTombstoneRow {
     pub event_type: &'static str,
     /// Event id.
     pub event_id: String,
+    /// Event time, epoch ms (the minute's start).
+    pub event_time: i64,
+    /// Empty.
+    pub channel: &'static str,
+    /// Empty.
+    pub variant: &'static str,
+    /// Empty.
+    pub currency: &'static str,
+    /// None.
+    pub amount: Option<i64>,
+    /// Empty.
+    pub source_topic: &'static str,
+    /// The minute's start, epoch ms.
+    pub received_at: i64,
     /// `u128::MAX`.
     pub copy_rank: u128,
     /// 1.
@@ -122,10 +137,18 @@ impl Copies {
     pub fn lost(&mut self, event_type: EventType, event_id: String, loser_ms: i64, winner_ms: i64) {
         let (loser, winner) = (minute_of(loser_ms), minute_of(winner_ms));
         if loser != winner {
+            let at = i64::from(loser) * 1000;
             self.tombstones.push(MinuteTombstoneRow {
                 minute: loser,
                 event_type: event_type.as_str(),
                 event_id,
+                event_time: at,
+                channel: "",
+                variant: "",
+                currency: "",
+                amount: None,
+                source_topic: "",
+                received_at: at,
                 copy_rank: u128::MAX,
                 is_deleted: 1,
             });

@@ -164,6 +164,11 @@ pub async fn run(
     };
     let sink = connected?;
     health.readiness.clear("clickhouse");
+    tracker.spawn(leadstream_runtime::health::watch_clickhouse(
+        health.readiness.clone(),
+        sink.client().clone(),
+        shutdown.clone(),
+    ));
     if let Err(e) = store::publish_stages(sink.client(), &funnels).await {
         // Only dashboards read the stage list; the pipeline works without it.
         tracing::warn!(error = %e, "could not write the funnel stages for the dashboards");

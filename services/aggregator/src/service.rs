@@ -275,7 +275,7 @@ impl Service<'_> {
                 if (due || stop) && (since_flush > 0 || e.pending() > 0) {
                     if !self
                         .flush(e, &mut versions, std::mem::take(&mut dead))
-                        .await
+                        .await?
                     {
                         // Shutdown while ClickHouse or the broker is down: offsets stay where
                         // they were; the next start rebuilds and re-reads the rest.
@@ -404,13 +404,13 @@ impl Service<'_> {
     }
 
     /// Copy checks, lookups, rows, dead letters, rechecks: `false` when the give-up token
-    /// interrupted the retries.
+    /// interrupted the retries, an error when ClickHouse refused the aggregator's own rows.
     async fn flush(
         &self,
         engine: &mut Engine,
         versions: &mut Versions,
         dead: Vec<Unreadable>,
-    ) -> bool {
+    ) -> Result<bool, SinkError> {
         let started = Instant::now();
         // Copies first: settling one may withdraw a claim, which queues a device lookup.
         let checks = engine.take_checks();
@@ -423,7 +423,7 @@ impl Service<'_> {
                 })
                 .await;
             match found {
-                Err(GaveUp) => return false,
+                Err(GaveUp) => return Ok(false),
                 Ok(Err(e)) => tracing::error!(error = %e, "copy check failed"),
                 Ok(Ok(found)) => {
                     for (c, copies) in checks.iter().zip(found) {
@@ -443,7 +443,7 @@ impl Service<'_> {
                 })
                 .await;
             match found {
-                Err(GaveUp) => return false,
+                Err(GaveUp) => return Ok(false),
                 Ok(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
                 Ok(Ok(found)) => {
                     for (l, f) in lookups.iter().zip(found) {
@@ -458,11 +458,13 @@ impl Service<'_> {
             .retried("write", Dependency::ClickHouse, || write(self.sink, &out))
             .await
         {
-            Err(GaveUp) => return false,
+            Err(GaveUp) => return Ok(false),
             Ok(Err(e)) => {
-                // Our own rows were refused: a schema mismatch, not bad input. Keep going (the
-                // next change of these leads rewrites them) but say so loudly.
+                // Our own rows were refused: a schema mismatch, not bad input. Storing the
+                // offsets now would lose these rows, so the aggregator stops (offsets where they
+                // were); the next start rebuilds and writes everything again.
                 tracing::error!(error = %e, rows = out.transitions.len() + out.leads.len(), "clickhouse refused aggregator rows");
+                return Err(e);
             }
             Ok(Ok(())) => {
                 events::flushed(
@@ -485,7 +487,7 @@ impl Service<'_> {
                 })
                 .await
             {
-                Err(GaveUp) => return false,
+                Err(GaveUp) => return Ok(false),
                 Ok(Err(e)) => tracing::error!(error = %e, "dead letters refused"),
                 Ok(Ok(())) => {}
             }
@@ -509,12 +511,12 @@ impl Service<'_> {
                 .retried("recheck", Dependency::Kafka, || outbox.rechecks(&notes))
                 .await
             {
-                Err(GaveUp) => return false,
+                Err(GaveUp) => return Ok(false),
                 Ok(Err(e)) => tracing::error!(error = %e, "recheck messages refused"),
                 Ok(Ok(())) => events::rechecks_sent(notes.len()),
             }
         }
-        true
+        Ok(true)
     }
 
     fn publish_health(&self, engine: &Engine) {

@@ -97,6 +97,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
         }
     };
     tracing::info!(database = %cfg.clickhouse.database, "clickhouse schema is up to date");
+    tracker.spawn(leadstream_runtime::health::watch_clickhouse(
+        readiness.clone(),
+        sink.client().clone(),
+        shutdown.clone(),
+    ));
     let lag = LagBoard::new("collector");
     let session = Duration::from_millis(cfg.kafka.connection().session_timeout_ms());
     let membership = Membership::new("collector", session);

@@ -95,7 +95,8 @@ impl Sink {
     }
 }
 
-fn record(truth: &mut TruthBuilder, d: Delivery) {
+/// Records a delivery in the truth, by its label.
+pub fn record(truth: &mut TruthBuilder, d: Delivery) {
     match d.label {
         Label::Valid(e) => truth.valid(*e, d.deliver_at_ms),
         Label::Duplicate => truth.duplicate(),

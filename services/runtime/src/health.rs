@@ -82,6 +82,32 @@ impl Readiness {
     }
 }
 
+/// How often [`watch_clickhouse`] pings.
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Blocks the `clickhouse_reachable` condition while ClickHouse does not answer a ping (every
+/// [`PING_EVERY`]), so a service with nothing to write is not ready while its database is away
+/// either, until `shutdown`.
+pub async fn watch_clickhouse(
+    readiness: Arc<Readiness>,
+    client: clickhouse::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let answered =
+            tokio::time::timeout(PING_EVERY, client.query("SELECT 1").fetch_one::<u8>()).await;
+        match answered {
+            Ok(Ok(_)) => readiness.clear("clickhouse_reachable"),
+            Ok(Err(e)) => readiness.block("clickhouse_reachable", format!("ping failed: {e}")),
+            Err(_) => readiness.block("clickhouse_reachable", "ping timed out"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PING_EVERY) => {}
+        }
+    }
+}
+
 /// The `/readyz` answer: status code and body.
 pub fn readyz(r: &Readiness) -> (u16, String) {
     match r.verdict() {

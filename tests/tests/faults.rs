@@ -1,0 +1,280 @@
+//! The fault suite: the pipeline on the real stack (service binaries with the shipped
+//! configuration) while things go wrong, each scenario ending with the one verdict of
+//! `leadstream_tests::faults::assert_exact`: no valid event lost, none counted twice,
+//! `lead_events_unique` equal to the generated set, the API equal to the generator's truth,
+//! offsets committed to the end. Scenarios that stop a server get servers of their own.
+//! `LEADSTREAM_FAULT_LEADS` and `LEADSTREAM_FAULT_KILLS` scale it up (`scripts/soak.sh`).
+#![allow(missing_docs)]
+
+use leadstream_schemas::SourceKind;
+use leadstream_tests::faults::{
+    assert_exact, feed, kill_repeatedly, kills, leads, not_ready_because, unreadable, Service,
+};
+use leadstream_tests::*;
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(300);
+const SIGTERM_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a feed lasts so that every kill of a scenario lands while events still arrive
+/// (each restart waits out the session timeout before it owns partitions again on tansu).
+fn feed_seconds() -> f64 {
+    10.0 + 16.0 * kills() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_killed_five_times_mid_stream() {
+    let w = World::new("fault_kill_collector", 3).await;
+    let mut agg = Service::aggregator(&w);
+    agg.start();
+    let mut col = Service::collector(&w);
+    col.start();
+    let sending = feed(&w, 101, leads(), feed_seconds(), |_| {});
+    kill_repeatedly(&mut col, kills(), Duration::from_secs(3), 1).await;
+    let sent = sending.await.expect("feed");
+    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregator_killed_five_times_mid_stream() {
+    let w = World::new("fault_kill_aggregator", 3).await;
+    let mut col = Service::collector(&w);
+    col.start();
+    let mut agg = Service::aggregator(&w);
+    agg.start();
+    let sending = feed(&w, 102, leads(), feed_seconds(), |_| {});
+    kill_repeatedly(&mut agg, kills(), Duration::from_secs(3), 2).await;
+    let sent = sending.await.expect("feed");
+    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_for_30_seconds() {
+    let mut ch = PrivateClickHouse::start();
+    let w = World::on("fault_clickhouse", 3, &brokers(), &ch.url).await;
+    let mut col = Service::collector(&w);
+    let mut agg = Service::aggregator(&w);
+    col.start();
+    agg.start();
+    let sending = feed(&w, 103, leads(), 60.0, |_| {});
+    col.wait_for_progress().await;
+    agg.wait_for_progress().await;
+    ch.stop();
+    let outage = std::time::Instant::now();
+    for s in [&col, &agg] {
+        let reported = eventually(
+            Duration::from_secs(25),
+            || async { Some(not_ready_because(&s.addr, "clickhouse").await) },
+            |r| *r,
+        )
+        .await;
+        assert_eq!(reported, Some(true), "{} reports not ready", s.addr);
+    }
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+    ch.restart();
+    let sent = sending.await.expect("feed");
+    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    for s in [&col, &agg] {
+        let ready = eventually(
+            Duration::from_secs(60),
+            || async { Some(process::is_ready(&s.addr).await) },
+            |r| *r,
+        )
+        .await;
+        assert_eq!(ready, Some(true), "{} ready again", s.addr);
+    }
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_restarted_while_both_services_run() {
+    let broker = PrivateBroker::start();
+    let w = World::on("fault_broker", 3, &broker.brokers, &clickhouse_url()).await;
+    let mut col = Service::collector(&w);
+    let mut agg = Service::aggregator(&w);
+    col.start();
+    agg.start();
+    let sending = feed(&w, 104, leads(), 60.0, |_| {});
+    col.wait_for_progress().await;
+    agg.wait_for_progress().await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.restart();
+    let sent = sending.await.expect("feed");
+    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_members_join_and_leave_one_by_sigkill() {
+    let w = World::new("fault_members", 4).await;
+    let mut col = Service::collector(&w);
+    col.start();
+    let (mut a, mut b, mut c) = (
+        Service::aggregator(&w),
+        Service::aggregator(&w),
+        Service::aggregator(&w),
+    );
+    a.start();
+    let sending = feed(&w, 105, leads(), 80.0, |_| {});
+    a.wait_for_progress().await;
+    b.start();
+    b.wait_for_progress().await;
+    c.start();
+    c.wait_for_progress().await;
+    // B leaves cleanly, C dies without leaving; A ends up owning everything.
+    b.terminate(SIGTERM_LIMIT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.kill9();
+    let sent = sending.await.expect("feed");
+    assert_exact(&w, &sent, &[&a.addr], SETTLE).await;
+    col.terminate(SIGTERM_LIMIT);
+    a.terminate(SIGTERM_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_of_every_kind_and_junk_on_the_normalized_topic() {
+    let w = World::new("fault_poison", 3).await;
+    let big = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &w.brokers)
+        .set("message.max.bytes", "4000000")
+        .create::<rdkafka::producer::FutureProducer>()
+        .expect("producer");
+    // About 1 MB, just under and just over the broker's default record limit; JSON nested 130
+    // deep (beyond serde_json's own limit of 128).
+    let order = |pad: usize| {
+        let head = r#"{"order_id":"big","user_id":"u-big","paid_at":1763870400,"amount_cents":1,"currency":"CNY","pad":""#;
+        format!("{head}{}\"}}", "x".repeat(pad - head.len() - 2))
+    };
+    let deep = format!(
+        r#"{{"trial_id":"t-deep","event":"trial_started","user_id":"u-deep","at":1763870400,"x":{}1{}}}"#,
+        "[".repeat(130),
+        "]".repeat(130)
+    );
+    for (kind, msg) in [
+        (SourceKind::Order, order(1_000_000 - 100)),
+        (SourceKind::Order, order(1_048_576 + 100)),
+        (SourceKind::Trial, deep),
+    ] {
+        produce(&big, &w.topic(kind), None, msg.as_bytes()).await;
+    }
+    // Junk on the normalized topic, where only the collector should write.
+    let junk: [&[u8]; 4] = [
+        b"\xff\xfe not json",
+        br#"{"hello":"world"}"#,
+        br#"{"event_id":"\u00e9123456789abcdef0123456789abcde","event_type":"order","source_topic":"leads.order","source_partition":0,"source_offset":0,"native_id":"o","lead_id":"u-junk","event_time":"2026-11-02T01:00:00Z","received_at":"2026-11-02T01:00:00Z"}"#,
+        br#"[1,2,3]"#,
+    ];
+    for j in junk {
+        produce(&big, &w.normalized_topic(), Some("u-junk"), j).await;
+    }
+    let mut col = Service::collector(&w);
+    let mut agg = Service::aggregator(&w);
+    col.start();
+    agg.start();
+    let sending = feed(&w, 106, leads(), 20.0, |g| g.realism.poison_share = 0.01);
+    let sent = sending.await.expect("feed");
+    assert!(
+        sent.truth.messages.poison_by_category.len() == 11,
+        "every producible kind of poison: {:?}",
+        sent.truth.messages.poison_by_category
+    );
+    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    let rejected = sent.truth.messages.poison + 3;
+    assert_eq!(
+        query_u64(
+            &w.clickhouse_url,
+            &w.database,
+            "SELECT count() FROM ingest_errors"
+        )
+        .await,
+        Some(rejected),
+        "every malformed message has its ingest_errors row"
+    );
+    let dlq = read_topic_until_on(&w.brokers, &w.dead_letter_topic(), SETTLE, |m| {
+        m.len() as u64 >= rejected + junk.len() as u64
+    })
+    .await;
+    assert_eq!(
+        dlq.len() as u64,
+        rejected + junk.len() as u64,
+        "and its dead letter"
+    );
+    assert_eq!(
+        unreadable(&agg.addr).await,
+        junk.len() as f64,
+        "the aggregator dead-letters the junk"
+    );
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_re_saves_with_other_times_and_ids_under_other_leads() {
+    let w = World::new("fault_duplicates", 3).await;
+    let mut col = Service::collector(&w);
+    let mut agg = Service::aggregator(&w);
+    col.start();
+    agg.start();
+    let sending = feed(&w, 107, leads(), 20.0, |g| {
+        g.realism.duplicate_share = 0.05;
+        g.realism.resend_share = 0.03;
+        g.realism.rekey_share = 0.02;
+    });
+    let sent = sending.await.expect("feed");
+    assert!(sent.truth.messages.copies > 50, "{:?}", sent.truth.messages);
+    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_clickhouse_down_and_with_the_broker_down() {
+    let mut ch = PrivateClickHouse::start();
+    let broker = PrivateBroker::start();
+    let w = World::on("fault_sigterm", 3, &broker.brokers, &ch.url).await;
+    let mut col = Service::collector(&w);
+    let mut agg = Service::aggregator(&w);
+    let sending = feed(&w, 108, leads(), 20.0, |_| {});
+    col.start();
+    agg.start();
+    col.wait_for_progress().await;
+    agg.wait_for_progress().await;
+    // ClickHouse away: both stop within the bound.
+    ch.stop();
+    for s in [&col, &agg] {
+        let reported = eventually(
+            Duration::from_secs(25),
+            || async { Some(not_ready_because(&s.addr, "clickhouse").await) },
+            |r| *r,
+        )
+        .await;
+        assert_eq!(reported, Some(true), "{} reports not ready", s.addr);
+    }
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+    ch.restart();
+    col.start();
+    agg.start();
+    col.wait_for_progress().await;
+    agg.wait_for_progress().await;
+    // The broker away: both stop within the bound.
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+    broker.restart();
+    // Nothing lost on restart.
+    col.start();
+    agg.start();
+    let sent = sending.await.expect("feed");
+    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
+}
