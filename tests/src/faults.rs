@@ -69,21 +69,17 @@ pub fn feed(
         let mut truth = TruthBuilder::default();
         let mut ids = BTreeSet::new();
         let started = Instant::now();
-        let mut pending = Vec::new();
+        let mut chunk = Vec::new();
+        let total = deliveries.len();
         for (i, d) in deliveries.into_iter().enumerate() {
-            let topic = &topics.iter().find(|(k, _)| *k == d.kind).expect("topic").1;
-            let mut rec = FutureRecord::<str, [u8]>::to(topic).payload(&d.payload);
-            if let Some(k) = &d.key {
-                rec = rec.key(k);
-            }
-            pending.push(producer.send_result(rec).expect("queue a message"));
             if let Label::Valid(e) = &d.label {
                 ids.insert(e.event_id.clone());
             }
-            leadstream_generator::record(&mut truth, d);
-            if pending.len() >= 200 {
-                for p in pending.drain(..) {
-                    p.await.expect("delivery").expect("acknowledged");
+            chunk.push(d);
+            if chunk.len() >= 100 || i + 1 == total {
+                send_all(&producer, &topics, &chunk).await;
+                for d in chunk.drain(..) {
+                    leadstream_generator::record(&mut truth, d);
                 }
             }
             let due = pace * (i as u32 + 1);
@@ -91,14 +87,48 @@ pub fn feed(
                 tokio::time::sleep(wait).await;
             }
         }
-        for p in pending {
-            p.await.expect("delivery").expect("acknowledged");
-        }
         Sent {
             truth: truth.finish(seed, leads),
             ids,
         }
     })
+}
+
+/// Sends `chunk` and waits until every message is acknowledged, sending the failed ones again
+/// (a broker restart fails deliveries in flight; a second copy of one is a duplicate, which the
+/// pipeline must absorb anyway).
+async fn send_all(
+    producer: &rdkafka::producer::FutureProducer,
+    topics: &[(leadstream_schemas::SourceKind, String)],
+    chunk: &[leadstream_generator::Delivery],
+) {
+    let mut pending: Vec<usize> = (0..chunk.len()).collect();
+    for attempt in 0..120 {
+        let sends = pending.iter().map(|&i| {
+            let d = &chunk[i];
+            let topic = &topics.iter().find(|(k, _)| *k == d.kind).expect("topic").1;
+            let mut rec = FutureRecord::<str, [u8]>::to(topic).payload(&d.payload);
+            if let Some(k) = &d.key {
+                rec = rec.key(k);
+            }
+            async move { (i, producer.send(rec, Duration::from_secs(30)).await.is_ok()) }
+        });
+        pending = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(i, _)| i)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            attempt < 119,
+            "the feed could not deliver {} messages",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A service binary with its config file and HTTP address, restartable.

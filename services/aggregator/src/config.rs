@@ -91,6 +91,10 @@ pub struct StateConfig {
     /// `late_events`, since they change answers dashboards already showed as settled.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// Touches kept per device; further ones are counted
+    /// (`leadstream_aggregator_touches_capped_total`) and dropped: a hot key (a placeholder id
+    /// the collector's screening missed, a bot) would otherwise make every touch replay them all.
+    pub max_touches_per_device: usize,
 }
 
 /// Batching of result writes.
@@ -156,6 +160,7 @@ impl Default for AggregatorConfig {
             },
             state: StateConfig {
                 allowed_lateness: Duration::from_secs(3600),
+                max_touches_per_device: crate::engine::DEFAULT_TOUCH_CAP,
             },
             batch: BatchConfig {
                 max_events: 20_000,
@@ -236,6 +241,9 @@ impl AggregatorConfig {
         self.clickhouse.validate()?;
         if self.state.allowed_lateness.is_zero() {
             return Err(invalid("state.allowed_lateness", "must be positive"));
+        }
+        if self.state.max_touches_per_device == 0 {
+            return Err(invalid("state.max_touches_per_device", "must be positive"));
         }
         if self.batch.max_events == 0 {
             return Err(invalid("batch.max_events", "must be positive"));

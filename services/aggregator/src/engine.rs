@@ -531,7 +531,12 @@ pub struct Engine {
     notify_copies: HashSet<(SmolStr, EventType, String)>,
     rollups: Rollups,
     copies: Copies,
+    /// Touches kept per device; more are counted and dropped (a hot key).
+    touch_cap: usize,
 }
+
+/// Touches a device keeps unless configured otherwise (`state.max_touches_per_device`).
+pub const DEFAULT_TOUCH_CAP: usize = 10_000;
 
 impl Engine {
     /// An empty engine owning every lead; events older than the newest seen minus `lateness_ms`
@@ -564,7 +569,14 @@ impl Engine {
             notify_copies: HashSet::default(),
             rollups: Rollups::default(),
             copies,
+            touch_cap: DEFAULT_TOUCH_CAP,
         }
+    }
+
+    /// Keeps at most `cap` touches per device: a placeholder id the screening missed, or a
+    /// bot, would otherwise pile every touch onto one key and replay it on each new one.
+    pub fn set_touch_cap(&mut self, cap: usize) {
+        self.touch_cap = cap.max(1);
     }
 
     /// Which leads this engine publishes.
@@ -826,7 +838,15 @@ impl Engine {
         let id = parse_id(&check.event_id);
         for c in copies.iter().filter(|c| c.lead_key != w.lead_key) {
             if self.own.owns(&c.lead_key) {
-                self.drop_copy(&c.lead_key, id);
+                // The copy this engine held may be another one of that lead than its best.
+                if let Some(dropped) = self.drop_copy(&c.lead_key, id) {
+                    self.copies.lost(
+                        check.event_type,
+                        check.event_id.clone(),
+                        dropped.time_ms(),
+                        w.time_ms,
+                    );
+                }
             } else {
                 self.notify_copies.insert((
                     c.lead_key.clone(),
@@ -880,6 +900,10 @@ impl Engine {
         // `becomes_own`: the first touch of an unclaimed device makes it a lead of its own.
         let (holder, becomes_own) = match self.devices.get(device) {
             Some(d) if d.touches.iter().any(|x| x.id == c.id) => return None,
+            Some(d) if d.touches.len() >= self.touch_cap => {
+                crate::internal_events::touch_capped(device, self.touch_cap);
+                return None;
+            }
             Some(d) => (
                 d.holder_with_touches(device),
                 d.owner.is_none() && d.touches.is_empty(),

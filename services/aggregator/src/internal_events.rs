@@ -146,3 +146,18 @@ pub fn api_query_failed(error: &dyn std::fmt::Display) {
 pub fn api_busy() {
     metrics::counter!("leadstream_aggregator_api_errors_total", "why" => "busy").increment(1);
 }
+
+/// A device reached `state.max_touches_per_device`: its further touches are dropped. Logged once
+/// per thousand drops (a hot key sends many).
+pub fn touch_capped(device: &str, cap: usize) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+    if DROPPED.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+        tracing::warn!(
+            device,
+            cap,
+            "a device has more touches than state.max_touches_per_device; dropping the rest (a placeholder id or a bot?)"
+        );
+    }
+    metrics::counter!("leadstream_aggregator_touches_capped_total").increment(1);
+}

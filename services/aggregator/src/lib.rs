@@ -27,7 +27,7 @@ pub use funnel::{FunnelConfigError, Funnels};
 pub use leadstream_runtime::telemetry;
 
 use leadstream_runtime::clickhouse::Sink;
-use leadstream_runtime::group::{self, Membership};
+use leadstream_runtime::group::Membership;
 use leadstream_runtime::lag::{self, LagBoard};
 use leadstream_runtime::retry::{give_up_after, Retry};
 use rdkafka::consumer::Consumer;
@@ -160,7 +160,7 @@ pub async fn run(
     })
     .await;
     let Ok(connected) = connected else {
-        return stopped(&tracker).await;
+        return stopped(&tracker, retry.give_up()).await;
     };
     let sink = connected?;
     health.readiness.clear("clickhouse");
@@ -192,7 +192,7 @@ pub async fn run(
                     .await
                     .is_err()
                 {
-                    return stopped(&tracker).await;
+                    return stopped(&tracker, retry.give_up()).await;
                 }
             }
             Err(e) => return Err(e),
@@ -204,7 +204,7 @@ pub async fn run(
     membership.subscribed();
     health.readiness.attach(membership.clone());
     health.readiness.clear("starting");
-    tracker.spawn(group::watch(
+    tracker.spawn(leadstream_runtime::watchdog::watch(
         consumer.clone(),
         membership.clone(),
         cfg.kafka.group_id.clone(),
@@ -212,6 +212,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracing::info!(topic = %cfg.kafka.topic, stitch_topic = %cfg.kafka.stitch_topic, partitions, group = %cfg.kafka.group_id, "subscribed");
+    let give_up = retry.give_up().clone();
     let result = service::Service {
         cfg: &cfg,
         consumer: &consumer,
@@ -226,6 +227,8 @@ pub async fn run(
     .consume(shutdown.clone())
     .await;
     health.readiness.block("shutdown", "shutting down");
+    // The loop is done: nothing left to retry, so the grace timer need not run out.
+    give_up.cancel();
     tracker.close();
     tracker.wait().await;
     result?;
@@ -234,7 +237,11 @@ pub async fn run(
 }
 
 /// Shutdown came before the aggregator could start consuming: wait for the background tasks.
-async fn stopped(tracker: &TaskTracker) -> Result<(), AggregatorError> {
+async fn stopped(
+    tracker: &TaskTracker,
+    give_up: &CancellationToken,
+) -> Result<(), AggregatorError> {
+    give_up.cancel();
     tracker.close();
     tracker.wait().await;
     tracing::info!("aggregator stopped before it started consuming");

@@ -156,8 +156,6 @@ impl Service<'_> {
     /// changed.
     async fn rebuild(&self, own: Ownership) -> Result<Rebuild, SinkError> {
         let started = Instant::now();
-        let lateness =
-            i64::try_from(self.cfg.state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
         let member = member_name();
         let reserved = self
             .retried("epoch", Dependency::ClickHouse, || async {
@@ -177,7 +175,7 @@ impl Service<'_> {
                 store::rebuild(
                     self.sink.client(),
                     self.funnels.clone(),
-                    lateness,
+                    &self.cfg.state,
                     own.clone(),
                     stale_version,
                 )

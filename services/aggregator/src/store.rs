@@ -188,12 +188,14 @@ fn retain_vanished<R, K: std::hash::Hash + Eq>(
 pub async fn rebuild(
     client: &Client,
     funnels: Arc<Funnels>,
-    lateness_ms: i64,
+    state: &crate::config::StateConfig,
     own: Ownership,
     stale_version: u64,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
     hide_losing_minutes(client).await?;
+    let lateness_ms = i64::try_from(state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
+    engine.set_touch_cap(state.max_touches_per_device);
     let mut done = Rebuilt {
         stale_rollups: stale_rollups(client, &own, stale_version).await?,
         ..Rebuilt::default()

@@ -389,3 +389,30 @@ proptest! {
         }
     }
 }
+
+/// A hot device (a placeholder id the screening missed, a bot) keeps at most the configured
+/// number of touches; the rest are dropped, not replayed on every new one.
+#[test]
+fn a_device_keeps_at_most_its_touch_cap() {
+    let mut engine = Engine::new(default_funnels(), 3_600_000);
+    engine.set_touch_cap(3);
+    let results: Vec<Ingested> = (0..5)
+        .map(|i| {
+            let t = with(touch(i, "exposure", "hot-device", "douyin"), |e| {
+                e.event_id = format!("{i:032x}");
+            });
+            engine.ingest(&t, 0)
+        })
+        .collect();
+    let applied = results
+        .iter()
+        .filter(|r| matches!(r, Ingested::Applied { .. }))
+        .count();
+    assert_eq!(applied, 3, "{results:?}");
+    let out = engine.flush(1);
+    assert_eq!(
+        out.transitions.len(),
+        1,
+        "one device lead entered the funnel"
+    );
+}

@@ -14,7 +14,7 @@ pub mod sink;
 pub use config::CollectorConfig;
 pub use leadstream_runtime::telemetry;
 
-use leadstream_runtime::group::{self, Membership};
+use leadstream_runtime::group::Membership;
 use leadstream_runtime::health::Readiness;
 use leadstream_runtime::lag::{self, LagBoard};
 use leadstream_runtime::retry::{give_up_after, Retry};
@@ -117,7 +117,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
     membership.subscribed();
     readiness.attach(membership.clone());
     tracing::info!(?topics, group = %cfg.kafka.group_id, "subscribed");
-    tracker.spawn(group::watch(
+    tracker.spawn(leadstream_runtime::watchdog::watch(
         consumer.clone(),
         membership.clone(),
         cfg.kafka.group_id.clone(),

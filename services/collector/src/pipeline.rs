@@ -44,8 +44,10 @@ pub(crate) struct DeadLetter {
 #[derive(Default)]
 struct Batch {
     events: Vec<NormalizedEvent>,
-    /// Where each event id of the batch sits in `events`.
-    seen: HashMap<String, usize>,
+    /// The copy rank of each of `events` (computed once: the insert needs it too).
+    ranks: Vec<u128>,
+    /// The ranks of the copies of each event id in the batch.
+    seen: HashMap<String, Vec<u128>>,
     dead: Vec<DeadLetter>,
     /// Highest offset read per topic and partition; keyed by topic first so a message of a topic
     /// already in the batch is recorded without allocating.
@@ -201,19 +203,17 @@ impl Pipeline {
         match result {
             Ok(ev) => {
                 batch.bytes += payload.len();
-                match batch.seen.get(&ev.event_id) {
-                    None => {
-                        batch.seen.insert(ev.event_id.clone(), batch.events.len());
-                        batch.events.push(ev);
-                    }
-                    Some(&at) => {
-                        // One winner per event id: a copy that says something else and ranks
-                        // higher (an earlier event time) replaces the one the batch holds.
-                        events::duplicate_in_batch(kind.map_or("unknown", SourceKind::as_str));
-                        if ev.copy_rank() > batch.events[at].copy_rank() {
-                            batch.events[at] = ev;
-                        }
-                    }
+                let rank = ev.copy_rank();
+                let ranks = batch.seen.entry(ev.event_id.clone()).or_default();
+                if ranks.contains(&rank) {
+                    // The same copy again: dropped before insert.
+                    events::duplicate_in_batch(kind.map_or("unknown", SourceKind::as_str));
+                } else {
+                    // A first copy, or one that says something else: both go on, ClickHouse
+                    // keeps the winner and the aggregator, seeing each, hides the loser's minute.
+                    ranks.push(rank);
+                    batch.events.push(ev);
+                    batch.ranks.push(rank);
                 }
             }
             Err(error) => {
@@ -244,7 +244,12 @@ impl Pipeline {
 
     /// Writes a batch everywhere it goes, then stores its offsets. `Err` only when giving up at shutdown.
     async fn flush(&mut self, mut batch: Batch) -> Result<(), GaveUp> {
-        let rows: Vec<LeadEventRow> = batch.events.iter().map(LeadEventRow::from).collect();
+        let rows: Vec<LeadEventRow> = batch
+            .events
+            .iter()
+            .zip(&batch.ranks)
+            .map(|(e, rank)| LeadEventRow::ranked(e, *rank))
+            .collect();
         let sink = self.sink.clone();
         let outcome = retry_sink(&self.retry, &self.readiness, || {
             sink.insert::<LeadEventRow>("lead_events", &rows)
@@ -314,14 +319,23 @@ impl Pipeline {
     ) -> Result<(), GaveUp> {
         let sink = self.sink.clone();
         let mut kept = Vec::with_capacity(batch.events.len());
-        for (ev, row) in std::mem::take(&mut batch.events).into_iter().zip(rows) {
+        let mut kept_ranks = Vec::with_capacity(batch.events.len());
+        let ranks = std::mem::take(&mut batch.ranks);
+        for ((ev, row), rank) in std::mem::take(&mut batch.events)
+            .into_iter()
+            .zip(rows)
+            .zip(ranks)
+        {
             let one = std::slice::from_ref(row);
             match retry_sink(&self.retry, &self.readiness, || {
                 sink.insert::<LeadEventRow>("lead_events", one)
             })
             .await?
             {
-                Ok(()) => kept.push(ev),
+                Ok(()) => {
+                    kept.push(ev);
+                    kept_ranks.push(rank);
+                }
                 Err(why) => {
                     events::row_rejected_by_sink(&ev.event_id, &why);
                     batch.dead.push(DeadLetter {
@@ -342,6 +356,7 @@ impl Pipeline {
             }
         }
         batch.events = kept;
+        batch.ranks = kept_ranks;
         Ok(())
     }
 }

@@ -47,8 +47,9 @@ pub struct LeadEventRow {
     copy_rank: u128,
 }
 
-impl From<&NormalizedEvent> for LeadEventRow {
-    fn from(e: &NormalizedEvent) -> Self {
+impl LeadEventRow {
+    /// The row of `e`, whose copy rank is `copy_rank`.
+    pub fn ranked(e: &NormalizedEvent, copy_rank: u128) -> Self {
         let s = |o: &Option<String>| o.clone().unwrap_or_default();
         Self {
             event_id: e.event_id.clone(),
@@ -89,7 +90,7 @@ impl From<&NormalizedEvent> for LeadEventRow {
             } else {
                 serde_json::Value::Object(e.extra.clone()).to_string()
             },
-            copy_rank: e.copy_rank(),
+            copy_rank,
         }
     }
 }

@@ -1,21 +1,10 @@
-//! Consumer-group membership as a service sees it, and the watchdog that takes partitions back
-//! when the group coordinator left this member with none.
-//!
-//! Why a watchdog: tansu 0.6 does not expire a member that died without leaving (SIGKILL). A
-//! member joining after it completes a generation in which the dead leader never assigned
-//! anything, and heartbeats happily with no partitions from then on. A new JoinGroup after the
-//! session timeout does drop the dead member. Kafka proper expires it after
-//! `session.timeout.ms` and assigns the partitions, so there the watchdog never acts. A member
-//! that knowingly owns nothing (more members than partitions) is left alone: the group
-//! description says so where the broker answers it (Kafka); where it does not (tansu), the
-//! watchdog re-joins with a doubling back-off.
+//! Consumer-group membership as a service sees it: what it owns, since when, whether it makes
+//! progress, and when the watchdog (`crate::watchdog`) should make it join the group again.
 
 use crate::internal_events as events;
-use rdkafka::consumer::Consumer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// How long past the session timeout an empty assignment is tolerated before the watchdog acts.
 const GRACE: Duration = Duration::from_secs(3);
@@ -27,7 +16,7 @@ pub const STALL_AFTER: Duration = Duration::from_secs(60);
 /// What one service knows of its place in the consumer group.
 #[derive(Debug)]
 pub struct Membership {
-    service: &'static str,
+    pub(crate) service: &'static str,
     session_timeout: Duration,
     born: Instant,
     state: Mutex<State>,
@@ -163,7 +152,7 @@ impl Membership {
 
     /// Whether the watchdog should look at the group now: subscribed, no partitions since
     /// longer than the session timeout (plus a grace), and the back-off passed.
-    fn rejoin_due(&self) -> bool {
+    pub(crate) fn rejoin_due(&self) -> bool {
         let now = Instant::now();
         self.with(|s| {
             s.subscribed
@@ -174,11 +163,18 @@ impl Membership {
         })
     }
 
-    fn mark_standby(&self) {
+    /// Whether the watchdog should look for orphaned partitions now: this member owns some (a
+    /// member without partitions takes the other path) and its re-join back-off passed.
+    pub(crate) fn orphan_check_due(&self) -> bool {
+        let now = Instant::now();
+        self.with(|s| s.subscribed && !s.assigned.is_empty() && now >= s.next_rejoin)
+    }
+
+    pub(crate) fn mark_standby(&self) {
         self.with(|s| s.standby = true);
     }
 
-    fn rejoined(&self) {
+    pub(crate) fn rejoined(&self) {
         self.with(|s| {
             s.next_rejoin = Instant::now() + s.rejoin_backoff;
             s.rejoin_backoff = (s.rejoin_backoff * 2).min(MAX_REJOIN_BACKOFF);
@@ -186,74 +182,6 @@ impl Membership {
             s.changed_at = Instant::now();
         });
     }
-}
-
-/// Watches `consumer`'s membership until `shutdown`: when it owns no partitions for longer than
-/// the session timeout in a group that does not have more members than partitions, it
-/// subscribes to `topics` again (a fresh JoinGroup, which a coordinator keeping a dead member
-/// answers with a proper assignment).
-pub async fn watch<C, X>(
-    consumer: Arc<C>,
-    membership: Arc<Membership>,
-    group: String,
-    topics: Vec<String>,
-    shutdown: CancellationToken,
-) where
-    X: rdkafka::consumer::ConsumerContext + 'static,
-    C: Consumer<X> + Send + Sync + 'static,
-{
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        if !membership.rejoin_due() {
-            continue;
-        }
-        let (c, g, t) = (consumer.clone(), group.clone(), topics.clone());
-        let sizes = tokio::task::spawn_blocking(move || group_and_partitions(&*c, &g, &t)).await;
-        let (members, partitions) = sizes.unwrap_or((None, None));
-        if let (Some(m), Some(p)) = (members, partitions) {
-            if m > p {
-                events::group_standby(membership.service, m, p);
-                membership.mark_standby();
-                continue;
-            }
-        }
-        events::group_rejoin(membership.service, members, partitions);
-        consumer.unsubscribe();
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        if let Err(e) = consumer.subscribe(&names) {
-            tracing::warn!(error = %e, "re-subscribing failed; trying again later");
-        }
-        membership.rejoined();
-    }
-}
-
-/// Members of `group` (when the broker describes groups) and the largest partition count of
-/// `topics` (when metadata answers).
-fn group_and_partitions<C, X>(
-    consumer: &C,
-    group: &str,
-    topics: &[String],
-) -> (Option<usize>, Option<usize>)
-where
-    X: rdkafka::consumer::ConsumerContext,
-    C: Consumer<X>,
-{
-    let timeout = Duration::from_secs(5);
-    let members = consumer
-        .fetch_group_list(Some(group), timeout)
-        .ok()
-        .and_then(|l| l.groups().first().map(|g| g.members().len()));
-    let partitions = topics
-        .iter()
-        .filter_map(|t| {
-            let md = consumer.fetch_metadata(Some(t), timeout).ok()?;
-            md.topics().first().map(|t| t.partitions().len())
-        })
-        .max();
-    (members, partitions)
 }
 
 #[cfg(test)]

@@ -28,3 +28,15 @@ pub fn group_rejoin(service: &'static str, members: Option<usize>, partitions: O
     );
     metrics::counter!(format!("leadstream_{service}_group_rejoins_total")).increment(1);
 }
+
+/// Partitions of other members had messages waiting and no commit for a while: their owner
+/// looks dead; the member joins the group again.
+pub fn orphaned_partitions(service: &'static str, partitions: &[(String, i32)]) {
+    tracing::warn!(
+        service,
+        ?partitions,
+        "partitions of other members have messages waiting and no commit; joining the group \
+         again (their owner may have died without leaving)"
+    );
+    metrics::counter!(format!("leadstream_{service}_group_rejoins_total")).increment(1);
+}

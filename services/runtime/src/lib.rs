@@ -13,5 +13,6 @@ pub mod retry;
 mod schema;
 pub mod signals;
 pub mod telemetry;
+pub mod watchdog;
 
 pub use config::{ConfigError, KafkaProperties, LogConfig, LogFormat};

@@ -288,12 +288,16 @@ impl ReadModel {
 #[derive(Default)]
 pub struct FakeStore {
     copies: HashMap<String, HashMap<SmolStr, (u128, leadstream_schemas::NormalizedEvent)>>,
+    /// `lead_events_by_minute` as FINAL shows it: (minute, id) → (version, deleted).
+    minutes: HashMap<(u32, String), (u128, bool)>,
 }
 
 impl FakeStore {
     /// The collector stored `e` (before publishing it).
     pub fn store(&mut self, e: &leadstream_schemas::NormalizedEvent) {
         let rank = e.copy_rank();
+        let minute = leadstream_aggregator::copies::minute_of(e.event_time.timestamp_millis());
+        self.replace_minute(minute, &e.event_id, rank, false);
         let by_lead = self.copies.entry(e.event_id.clone()).or_default();
         let key = SmolStr::new(e.lead_key());
         match by_lead.get(&key) {
@@ -302,6 +306,31 @@ impl FakeStore {
                 by_lead.insert(key, (rank, e.clone()));
             }
         }
+    }
+
+    fn replace_minute(&mut self, minute: u32, id: &str, version: u128, deleted: bool) {
+        let slot = self
+            .minutes
+            .entry((minute, id.to_string()))
+            .or_insert((0, false));
+        if version >= slot.0 {
+            *slot = (version, deleted);
+        }
+    }
+
+    /// Applies the tombstones a flush wrote to `lead_events_by_minute`.
+    pub fn hide(&mut self, tombstones: &[leadstream_aggregator::copies::MinuteTombstoneRow]) {
+        for t in tombstones {
+            self.replace_minute(t.minute, &t.event_id, t.copy_rank, t.is_deleted == 1);
+        }
+    }
+
+    /// Rows `lead_events_by_minute FINAL` shows.
+    pub fn live_minutes(&self) -> usize {
+        self.minutes
+            .values()
+            .filter(|(_, deleted)| !deleted)
+            .count()
     }
 
     fn winners(&self) -> impl Iterator<Item = &leadstream_schemas::NormalizedEvent> {
