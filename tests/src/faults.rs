@@ -186,9 +186,15 @@ impl Service {
     pub fn terminate(&mut self, limit: Duration) {
         if let Some(mut p) = self.process.take() {
             let exit = p.terminate_within(limit);
+            let what = if self.aggregator {
+                "aggregator"
+            } else {
+                "collector"
+            };
             assert!(
                 exit.is_some_and(|s| s.success()),
-                "SIGTERM: exit 0 within {limit:?}, got {exit:?}"
+                "SIGTERM: the {what} ({}) exits 0 within {limit:?}, got {exit:?}",
+                self.addr
             );
         }
     }

@@ -123,3 +123,54 @@ async fn a_restore_outranks_rows_of_a_member_with_a_clock_ahead() {
     aggregator.await.expect("join").expect("aggregator run");
     stop_collector(collector).await;
 }
+
+/// A copy that lost to an earlier one, in another minute, which no aggregator saw displaced
+/// (say it was killed before its flush), is hidden from `lead_events_by_minute` by the next
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_hides_losing_copies_it_never_saw() {
+    let w = World::new("losers", 1).await;
+    let url = clickhouse_url();
+    let addr = free_addr();
+    let cfg = w.aggregator_config(&addr);
+    Sink::connect(&cfg.clickhouse, "test")
+        .await
+        .expect("migrations");
+    // Two copies of one order: the re-save at 10:07 loses to the first at 10:00 (lower rank).
+    for (minute, rank) in [("10:00", 9), ("10:07", 5)] {
+        clickhouse(&w.database)
+            .query(&format!(
+                "INSERT INTO lead_events (event_id, event_type, source_topic, native_id, lead_id, \
+                 event_time, received_at, copy_rank) VALUES ('cccccccccccccccccccccccccccccccc', \
+                 'order', 'leads.order', 'o-1', 'u-1', '2026-11-02 {minute}:00', now64(3), {rank})"
+            ))
+            .execute()
+            .await
+            .expect("copy");
+    }
+    let minutes = "SELECT count() FROM lead_events_by_minute FINAL";
+    assert_eq!(
+        query_u64(&url, &w.database, minutes).await,
+        Some(2),
+        "both copies' minutes, before"
+    );
+    let token = tokio_util::sync::CancellationToken::new();
+    let aggregator = tokio::spawn(leadstream_aggregator::run(cfg, token.clone()));
+    let left = eventually(
+        Duration::from_secs(60),
+        || async { query_u64(&url, &w.database, minutes).await },
+        |n| *n == 1,
+    )
+    .await;
+    assert_eq!(left, Some(1), "only the winner's minute is left");
+    let kept = query_json(
+        &url,
+        &w.database,
+        "SELECT toString(minute) AS m FROM lead_events_by_minute FINAL",
+    )
+    .await
+    .expect("row");
+    assert_eq!(kept[0]["m"], "2026-11-02 10:00:00");
+    token.cancel();
+    aggregator.await.expect("join").expect("aggregator run");
+}

@@ -43,26 +43,40 @@ pub fn event_processed(duplicate: bool, late: bool, too_late: bool, correction: 
 
 /// A consumed message could not be read (neither a normalized event nor a recheck).
 pub fn message_unreadable(topic: &str, partition: i32, offset: i64, error: &dyn std::fmt::Display) {
-    tracing::warn!(topic, partition, offset, %error, "unreadable message; sent to the dead-letter topic");
+    static LOG: leadstream_runtime::throttle::Throttle =
+        leadstream_runtime::throttle::Throttle::per(1000);
+    if let Some(skipped) = LOG.allow() {
+        tracing::warn!(topic, partition, offset, %error, skipped, "unreadable message; sent to the dead-letter topic (skipped: not logged since the last line)");
+    }
     metrics::counter!("leadstream_aggregator_unreadable_messages_total").increment(1);
 }
 
 /// An event arrived later than the allowed lateness.
 pub fn too_late(event_id: &str) {
-    tracing::info!(
-        event_id,
-        "event later than the allowed lateness; applied and recorded in late_events"
-    );
+    static LOG: leadstream_runtime::throttle::Throttle =
+        leadstream_runtime::throttle::Throttle::per(1000);
+    if let Some(skipped) = LOG.allow() {
+        tracing::info!(
+            event_id,
+            skipped,
+            "event later than the allowed lateness; applied and recorded in late_events"
+        );
+    }
 }
 
 /// A normalized event sat on another partition than its key maps to: the producer does not use
 /// the murmur2 partitioner, so members cannot tell which leads they own.
 pub fn misrouted(lead_key: &str, partition: i32) {
-    tracing::error!(
-        lead_key,
-        partition,
-        "event on the wrong partition for its key; is the producer's partitioner murmur2_random?"
-    );
+    static LOG: leadstream_runtime::throttle::Throttle =
+        leadstream_runtime::throttle::Throttle::per(1000);
+    if let Some(skipped) = LOG.allow() {
+        tracing::error!(
+            lead_key,
+            partition,
+            skipped,
+            "event on the wrong partition for its key; is the producer's partitioner murmur2_random?"
+        );
+    }
     metrics::counter!("leadstream_aggregator_misrouted_events_total").increment(1);
 }
 
@@ -147,15 +161,16 @@ pub fn api_busy() {
     metrics::counter!("leadstream_aggregator_api_errors_total", "why" => "busy").increment(1);
 }
 
-/// A device reached `state.max_touches_per_device`: its further touches are dropped. Logged once
-/// per thousand drops (a hot key sends many).
+/// A device reached `state.max_touches_per_device`: its further touches are dropped (logged at
+/// most every 10 s; a hot key sends many).
 pub fn touch_capped(device: &str, cap: usize) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static DROPPED: AtomicU64 = AtomicU64::new(0);
-    if DROPPED.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+    static LOG: leadstream_runtime::throttle::Throttle =
+        leadstream_runtime::throttle::Throttle::per(10_000);
+    if let Some(skipped) = LOG.allow() {
         tracing::warn!(
             device,
             cap,
+            skipped,
             "a device has more touches than state.max_touches_per_device; dropping the rest (a placeholder id or a bot?)"
         );
     }

@@ -231,6 +231,12 @@ pub async fn run(
     give_up.cancel();
     tracker.close();
     tracker.wait().await;
+    // Leaving the group waits for the broker, which may be away; the offsets are committed.
+    leadstream_runtime::kafka::close_within(
+        consumer,
+        std::time::Duration::from_secs(2),
+        "consumer",
+    );
     result?;
     tracing::info!("aggregator stopped");
     Ok(())

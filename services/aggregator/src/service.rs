@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How long a shutdown keeps retrying the last write before giving up (the next start rebuilds).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Backoff bounds of the aggregator's ClickHouse and Kafka retries.
 pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));

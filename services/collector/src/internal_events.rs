@@ -2,6 +2,7 @@
 //! metric together. Label values come from small fixed sets (source kinds, error categories,
 //! table names) plus Kafka partition numbers.
 
+use leadstream_runtime::throttle::Throttle;
 use leadstream_schemas::{ErrorCategory, NormalizeError, SourceKind};
 use std::time::Duration;
 
@@ -29,9 +30,13 @@ pub fn message_normalized(kind: SourceKind) {
         .increment(1);
 }
 
-/// A message failed its contract and goes to the dead-letter path.
+/// A message failed its contract and goes to the dead-letter path (logged at most once a
+/// second; the metric counts every one).
 pub fn message_rejected(kind: SourceKind, partition: i32, offset: i64, err: &NormalizeError) {
-    tracing::warn!(source = kind.as_str(), partition, offset, category = err.category.as_str(), field = err.field.as_deref(), reason = %err.message, "message rejected");
+    static LOG: Throttle = Throttle::per(1000);
+    if let Some(skipped) = LOG.allow() {
+        tracing::warn!(source = kind.as_str(), partition, offset, category = err.category.as_str(), field = err.field.as_deref(), reason = %err.message, skipped, "message rejected (skipped: rejections not logged since the last line)");
+    }
     metrics::counter!("leadstream_collector_rejected_total", "source" => kind.as_str(), "category" => err.category.as_str())
         .increment(1);
 }

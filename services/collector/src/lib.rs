@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long a shutdown waits for an in-flight flush before giving up on it (it is re-read on restart).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a stop waits for the consumer to leave the group (the broker may be away).
+const CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A failure that stops the collector before it could start consuming.
 #[derive(Debug, thiserror::Error)]
@@ -138,11 +141,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
         membership,
         cfg,
     };
-    pipeline.run(shutdown.clone()).await;
+    let consumer = pipeline.run(shutdown.clone()).await;
     readiness.block("shutdown", "shutting down");
     give_up.cancel();
     tracker.close();
     tracker.wait().await;
+    leadstream_runtime::kafka::close_within(consumer, CLOSE_LIMIT, "consumer");
     tracing::info!("collector stopped");
     Ok(())
 }

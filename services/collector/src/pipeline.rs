@@ -115,8 +115,9 @@ pub(crate) fn limiters(cfg: &CollectorConfig) -> HashMap<String, DefaultDirectRa
 }
 
 impl Pipeline {
-    /// Consumes until `shutdown`, then flushes what was read and commits.
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+    /// Consumes until `shutdown`, then flushes what was read and commits; gives the consumer
+    /// back for closing.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Arc<SourceConsumer> {
         let mut batch = Batch::default();
         loop {
             let deadline = batch
@@ -165,6 +166,7 @@ impl Pipeline {
             Ok(()) => tracing::info!("offsets committed"),
             Err(e) => tracing::info!(error = %e, "final commit had nothing to do or failed"),
         }
+        self.consumer
     }
 
     fn accept(

@@ -86,6 +86,27 @@ pub fn is_permanent(e: &KafkaError) -> bool {
     )
 }
 
+/// Drops a Kafka client on a thread of its own and waits at most `limit` for it. Closing a
+/// consumer leaves the group and commits, which waits for a broker that may be away; the
+/// offsets that matter were committed already, so a stop must not hang on it (the thread is
+/// left behind and ends with the process).
+pub fn close_within<T: Send + 'static>(client: T, limit: std::time::Duration, what: &'static str) {
+    let (done, closed) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("close-{what}"))
+        .spawn(move || {
+            drop(client);
+            let _ = done.send(());
+        });
+    if spawned.is_err() || closed.recv_timeout(limit).is_err() {
+        tracing::warn!(
+            what,
+            limit_ms = limit.as_millis() as u64,
+            "the Kafka client did not close in time (is the broker away?); stopping without it"
+        );
+    }
+}
+
 /// Where a service's Kafka clients connect.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection<'a> {

@@ -13,6 +13,7 @@ pub mod retry;
 mod schema;
 pub mod signals;
 pub mod telemetry;
+pub mod throttle;
 pub mod watchdog;
 
 pub use config::{ConfigError, KafkaProperties, LogConfig, LogFormat};
