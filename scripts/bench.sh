@@ -6,7 +6,10 @@
 #      one collector: events/s and collector CPU seconds; then one aggregator started on that
 #      N-event backlog: time to catch up (rebuild from ClickHouse + the normalized topic)
 #   4. stage machine: events/s on one core and memory per tracked lead
+#   5. fuzzer: FUZZ_INPUTS (default 10,000,000) mutated inputs through the normalizer and the
+#      aggregator's decoder and engine; count, time, and any input that panicked
 #   ./scripts/bench.sh [N]
+# The fault soak (20 kills, about 1M events) is scripts/soak.sh.
 # Experiment knobs for the end-to-end part: BENCH_MAX_ROWS (batch.max_rows) and
 # BENCH_KAFKA_PROPS="k=v,k=v" (extra librdkafka properties for the collector).
 set -euo pipefail
@@ -22,10 +25,11 @@ trap '"$ROOT/scripts/stack.sh" down || true' EXIT
 source "$STACK_DIR/env"
 export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYTHON
 cargo build --release --locked -q -p leadstream-generator
-gen="$ROOT/target/release/leadstream-generator"
+gen="${CARGO_TARGET_DIR:-$ROOT/target}/release/leadstream-generator"
 echo "generator, 50000 leads, no broker (--dry-run /dev/null):"
 RUST_LOG=warn,leadstream_generator=info "$gen" --leads 50000 --seed 1 --no-progress --dry-run /dev/null 2>&1 | grep finished
 echo "generator, 50000 leads, produced to the local broker:"
 RUST_LOG=warn,leadstream_generator=info "$gen" --leads 50000 --seed 1 --no-progress 2>&1 | grep finished
 cargo run --release --locked -p leadstream-tests --bin e2e-bench -- "${1:-1000000}"
 cargo bench -p leadstream-aggregator --bench machine 2>&1 | grep -E "^stage machine|events/s|bytes per lead|lead"
+cargo run --release --locked -q -p leadstream-tests --bin fuzz -- "${FUZZ_INPUTS:-10000000}"

@@ -29,6 +29,16 @@ pub fn kills() -> usize {
         .unwrap_or(5)
 }
 
+/// How long a scenario waits for its verdict to hold (`LEADSTREAM_FAULT_SETTLE_SECS`).
+pub fn settle() -> Duration {
+    Duration::from_secs(
+        std::env::var("LEADSTREAM_FAULT_SETTLE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300),
+    )
+}
+
 /// What a finished feed sent.
 pub struct Sent {
     /// The truth of everything delivered.

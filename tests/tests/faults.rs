@@ -8,12 +8,12 @@
 
 use leadstream_schemas::SourceKind;
 use leadstream_tests::faults::{
-    assert_exact, feed, kill_repeatedly, kills, leads, not_ready_because, unreadable, Service,
+    assert_exact, feed, kill_repeatedly, kills, leads, not_ready_because, settle, unreadable,
+    Service,
 };
 use leadstream_tests::*;
 use std::time::Duration;
 
-const SETTLE: Duration = Duration::from_secs(300);
 const SIGTERM_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long a feed lasts so that every kill of a scenario lands while events still arrive
@@ -32,7 +32,7 @@ async fn the_collector_killed_five_times_mid_stream() {
     let sending = feed(&w, 101, leads(), feed_seconds(), |_| {});
     kill_repeatedly(&mut col, kills(), Duration::from_secs(3), 1).await;
     let sent = sending.await.expect("feed");
-    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);
     agg.terminate(SIGTERM_LIMIT);
 }
@@ -47,7 +47,7 @@ async fn the_aggregator_killed_five_times_mid_stream() {
     let sending = feed(&w, 102, leads(), feed_seconds(), |_| {});
     kill_repeatedly(&mut agg, kills(), Duration::from_secs(3), 2).await;
     let sent = sending.await.expect("feed");
-    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);
     agg.terminate(SIGTERM_LIMIT);
 }
@@ -77,7 +77,7 @@ async fn clickhouse_down_for_30_seconds() {
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
     ch.restart();
     let sent = sending.await.expect("feed");
-    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     for s in [&col, &agg] {
         let ready = eventually(
             Duration::from_secs(60),
@@ -106,7 +106,7 @@ async fn the_broker_restarted_while_both_services_run() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     broker.restart();
     let sent = sending.await.expect("feed");
-    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);
     agg.terminate(SIGTERM_LIMIT);
 }
@@ -133,7 +133,7 @@ async fn aggregator_members_join_and_leave_one_by_sigkill() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.kill9();
     let sent = sending.await.expect("feed");
-    assert_exact(&w, &sent, &[&a.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&a.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);
     a.terminate(SIGTERM_LIMIT);
 }
@@ -185,7 +185,7 @@ async fn poison_of_every_kind_and_junk_on_the_normalized_topic() {
         "every producible kind of poison: {:?}",
         sent.truth.messages.poison_by_category
     );
-    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     let rejected = sent.truth.messages.poison + 3;
     assert_eq!(
         query_u64(
@@ -197,7 +197,7 @@ async fn poison_of_every_kind_and_junk_on_the_normalized_topic() {
         Some(rejected),
         "every malformed message has its ingest_errors row"
     );
-    let dlq = read_topic_until_on(&w.brokers, &w.dead_letter_topic(), SETTLE, |m| {
+    let dlq = read_topic_until_on(&w.brokers, &w.dead_letter_topic(), settle(), |m| {
         m.len() as u64 >= rejected + junk.len() as u64
     })
     .await;
@@ -229,7 +229,7 @@ async fn duplicates_re_saves_with_other_times_and_ids_under_other_leads() {
     });
     let sent = sending.await.expect("feed");
     assert!(sent.truth.messages.copies > 50, "{:?}", sent.truth.messages);
-    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);
     agg.terminate(SIGTERM_LIMIT);
 }
@@ -274,7 +274,7 @@ async fn sigterm_with_clickhouse_down_and_with_the_broker_down() {
     col.start();
     agg.start();
     let sent = sending.await.expect("feed");
-    assert_exact(&w, &sent, &[&agg.addr], SETTLE).await;
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);
     agg.terminate(SIGTERM_LIMIT);
 }
