@@ -16,14 +16,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 cargo bench -p leadstream-schemas --bench normalize -- --noplot 2>&1 | grep -E "^normalize|time:|thrpt:"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export STACK_DIR=${STACK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/leadstream-bench.XXXXXX")}
-export CH_HTTP_PORT=$(free_port) CH_TCP_PORT=$(free_port) KAFKA_PORT=$(free_port)
-trap '"$ROOT/scripts/stack.sh" down || true' EXIT
-"$ROOT/scripts/stack.sh" up
-# shellcheck disable=SC1091
-source "$STACK_DIR/env"
-export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYTHON
+# shellcheck source=scripts/private-stack.sh
+source "$ROOT/scripts/private-stack.sh"
+private_stack bench
 cargo build --release --locked -q -p leadstream-generator
 gen="${CARGO_TARGET_DIR:-$ROOT/target}/release/leadstream-generator"
 echo "generator, 50000 leads, no broker (--dry-run /dev/null):"

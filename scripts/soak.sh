@@ -7,14 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export STACK_DIR=${STACK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/leadstream-soak.XXXXXX")}
-export CH_HTTP_PORT=$(free_port) CH_TCP_PORT=$(free_port) KAFKA_PORT=$(free_port)
-trap '"$ROOT/scripts/stack.sh" down || true' EXIT
-"$ROOT/scripts/stack.sh" up
-# shellcheck disable=SC1091
-source "$STACK_DIR/env"
-export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYTHON
+# shellcheck source=scripts/private-stack.sh
+source "$ROOT/scripts/private-stack.sh"
+private_stack soak
 export LEADSTREAM_FAULT_LEADS=${SOAK_LEADS:-240000} LEADSTREAM_FAULT_KILLS=${SOAK_KILLS:-20}
 export LEADSTREAM_FAULT_SETTLE_SECS=${SOAK_SETTLE_SECS:-3600}
 cargo build --release --locked --bins

@@ -7,12 +7,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export STACK_DIR=${STACK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/leadstream-test.XXXXXX")}
-export CH_HTTP_PORT=${CH_HTTP_PORT:-$(free_port)} CH_TCP_PORT=${CH_TCP_PORT:-$(free_port)} KAFKA_PORT=${KAFKA_PORT:-$(free_port)}
-
-cleanup() { "$ROOT/scripts/stack.sh" down || true; }
-trap cleanup EXIT
+# shellcheck source=scripts/private-stack.sh
+source "$ROOT/scripts/private-stack.sh"
 
 # Headless Chromium and chromedriver for the wallboard test (Debian's packages), and a CJK font
 # so its Chinese labels render in the screenshots.
@@ -29,10 +25,7 @@ if ((${#need[@]})); then
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
 
-"$ROOT/scripts/stack.sh" up
-# shellcheck disable=SC1091
-source "$STACK_DIR/env"
-export LEADSTREAM_KAFKA__BROKERS LEADSTREAM_CLICKHOUSE__URL LEADSTREAM_STACK_PYTHON
+private_stack test
 
 echo "[test] building"
 cargo build --workspace --bins --locked

@@ -24,28 +24,33 @@ fn feed_seconds() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_killed_five_times_mid_stream() {
-    let w = World::new("fault_kill_collector", 3).await;
-    let mut agg = Service::aggregator(&w);
-    agg.start();
-    let mut col = Service::collector(&w);
-    col.start();
-    let sending = feed(&w, 101, leads(), feed_seconds(), |_| {});
-    kill_repeatedly(&mut col, kills(), Duration::from_secs(3), 1).await;
-    let sent = sending.await.expect("feed");
-    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
-    col.terminate(SIGTERM_LIMIT);
-    agg.terminate(SIGTERM_LIMIT);
+    killed_mid_stream("fault_kill_collector", Victim::Collector, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregator_killed_five_times_mid_stream() {
-    let w = World::new("fault_kill_aggregator", 3).await;
+    killed_mid_stream("fault_kill_aggregator", Victim::Aggregator, 2).await;
+}
+
+enum Victim {
+    Collector,
+    Aggregator,
+}
+
+/// `victim` killed with SIGKILL `kills()` times at random moments (after progress, 0–3 s
+/// later) while the feed arrives, restarted each time; the other service runs throughout.
+async fn killed_mid_stream(name: &str, victim: Victim, seed: u64) {
+    let w = World::new(name, 3).await;
     let mut col = Service::collector(&w);
-    col.start();
     let mut agg = Service::aggregator(&w);
-    agg.start();
-    let sending = feed(&w, 102, leads(), feed_seconds(), |_| {});
-    kill_repeatedly(&mut agg, kills(), Duration::from_secs(3), 2).await;
+    let (survivor, target) = match victim {
+        Victim::Collector => (&mut agg, &mut col),
+        Victim::Aggregator => (&mut col, &mut agg),
+    };
+    survivor.start();
+    target.start();
+    let sending = feed(&w, 100 + seed, leads(), feed_seconds(), |_| {});
+    kill_repeatedly(target, kills(), Duration::from_secs(3), seed).await;
     let sent = sending.await.expect("feed");
     assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);

@@ -30,6 +30,7 @@ use leadstream_runtime::clickhouse::Sink;
 use leadstream_runtime::group::Membership;
 use leadstream_runtime::lag::{self, LagBoard};
 use leadstream_runtime::retry::{give_up_after, Retry};
+use leadstream_runtime::watchdog;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
@@ -199,19 +200,13 @@ pub async fn run(
         }
     };
     health.readiness.clear("kafka");
-    let topics = vec![cfg.kafka.topic.clone(), cfg.kafka.stitch_topic.clone()];
-    consumer.subscribe(&[&cfg.kafka.topic, &cfg.kafka.stitch_topic])?;
-    membership.subscribed();
-    health.readiness.attach(membership.clone());
+    let group = watchdog::Group {
+        id: &cfg.kafka.group_id,
+        topics: vec![cfg.kafka.topic.clone(), cfg.kafka.stitch_topic.clone()],
+        membership: &membership,
+    };
+    watchdog::join(&consumer, group, &health.readiness, &tracker, &shutdown)?;
     health.readiness.clear("starting");
-    tracker.spawn(leadstream_runtime::watchdog::watch(
-        consumer.clone(),
-        membership.clone(),
-        cfg.kafka.group_id.clone(),
-        topics,
-        shutdown.clone(),
-    ));
-    tracing::info!(topic = %cfg.kafka.topic, stitch_topic = %cfg.kafka.stitch_topic, partitions, group = %cfg.kafka.group_id, "subscribed");
     let give_up = retry.give_up().clone();
     let result = service::Service {
         cfg: &cfg,

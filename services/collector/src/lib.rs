@@ -18,9 +18,9 @@ use leadstream_runtime::group::Membership;
 use leadstream_runtime::health::Readiness;
 use leadstream_runtime::lag::{self, LagBoard};
 use leadstream_runtime::retry::{give_up_after, Retry};
+use leadstream_runtime::watchdog;
 use leadstream_schemas::Normalizer;
 use pipeline::Pipeline;
-use rdkafka::consumer::Consumer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -114,19 +114,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<()
         membership.clone(),
     )?);
     tracker.spawn(lag.write_every(sink.client().clone(), lag::INTERVAL, shutdown.clone()));
-    let topics: Vec<String> = cfg.kafka.topics.keys().cloned().collect();
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
-    membership.subscribed();
-    readiness.attach(membership.clone());
-    tracing::info!(?topics, group = %cfg.kafka.group_id, "subscribed");
-    tracker.spawn(leadstream_runtime::watchdog::watch(
-        consumer.clone(),
-        membership.clone(),
-        cfg.kafka.group_id.clone(),
-        topics,
-        shutdown.clone(),
-    ));
+    let group = watchdog::Group {
+        id: &cfg.kafka.group_id,
+        topics: cfg.kafka.topics.keys().cloned().collect(),
+        membership: &membership,
+    };
+    watchdog::join(&consumer, group, &readiness, &tracker, &shutdown)?;
     let producer = kafka::producer(&cfg.kafka)?;
     readiness.clear("starting");
     let pipeline = Pipeline {

@@ -17,13 +17,16 @@
 //! long enough for the watchdog to act.
 
 use crate::group::Membership;
+use crate::health::Readiness;
 use crate::internal_events as events;
 use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A partition of another member with messages waiting whose committed offset has not moved for
 /// this long counts as orphaned: long enough that a member busy with a rebuild or waiting out a
@@ -32,6 +35,45 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(60);
 
 /// How often the committed offsets of the other members' partitions are read.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Where a service joins its consumer group.
+pub struct Group<'a> {
+    /// The group id.
+    pub id: &'a str,
+    /// The topics it subscribes to.
+    pub topics: Vec<String>,
+    /// This member's view of the group (fed by the consumer's rebalance callbacks).
+    pub membership: &'a Arc<Membership>,
+}
+
+/// Joins `group`: subscribes `consumer`, makes `readiness` follow the membership and keeps the
+/// watchdog running on `tracker` until `shutdown`. Every service joins this way, so none can
+/// subscribe without the watchdog that takes its partitions back.
+pub fn join<C, X>(
+    consumer: &Arc<C>,
+    group: Group<'_>,
+    readiness: &Readiness,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> KafkaResult<()>
+where
+    X: ConsumerContext + 'static,
+    C: Consumer<X> + Send + Sync + 'static,
+{
+    let names: Vec<&str> = group.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    group.membership.subscribed();
+    readiness.attach(group.membership.clone());
+    tracing::info!(topics = ?group.topics, group = group.id, "subscribed");
+    tracker.spawn(watch(
+        consumer.clone(),
+        group.membership.clone(),
+        group.id.to_string(),
+        group.topics,
+        shutdown.clone(),
+    ));
+    Ok(())
+}
 
 /// Watches `consumer`'s membership until `shutdown` and re-joins `group` (subscribing to
 /// `topics` again) in the two situations of the module documentation.
