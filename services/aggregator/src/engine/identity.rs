@@ -1,0 +1,210 @@
+//! Leads, devices and claims: which events make up a lead's replay input, and the stitching of
+//! a device's anonymous touches to the earliest signup that names it.
+
+use super::compact::{insert_sorted, CompactEvent, Role};
+use super::Engine;
+use smallvec::SmallVec;
+use smol_str::SmolStr;
+
+/// A lead with events of its own. A device lead that only has anonymous touches has no entry
+/// (it is the device's touches while no signup claims them): that is most anonymous visitors,
+/// and an entry would double what they cost.
+#[derive(Debug, Default)]
+pub(super) struct Lead {
+    /// The lead's own events (everything but anonymous touches), sorted.
+    pub(super) events: Vec<CompactEvent>,
+    /// Devices whose anonymous touches may belong to this lead: the devices its signups name
+    /// (the touches count where its claim is the earliest). A device lead's own device is implied
+    /// by its key.
+    pub(super) devices: SmallVec<[SmolStr; 1]>,
+}
+
+/// A signup that names a device; the earliest (by time, then event id) owns the device.
+#[derive(Debug, Clone)]
+pub(super) struct Claim {
+    pub(super) time_ms: i64,
+    pub(super) id: [u64; 2],
+    pub(super) lead: SmolStr,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Device {
+    /// For a device this instance owns, every touch consumed; for another instance's device
+    /// that an owned lead claims, the touches last read from ClickHouse.
+    pub(super) touches: Vec<CompactEvent>,
+    /// The earliest claim; claims are never withdrawn, so only the earliest matters. Boxed:
+    /// most devices are never claimed, and every map slot pays for the inline size.
+    pub(super) owner: Option<Box<Claim>>,
+}
+
+impl Device {
+    /// The lead the device's touches belong to: the owner, else the device as its own lead.
+    pub(super) fn holder(&self, device: &str) -> Option<SmolStr> {
+        match &self.owner {
+            Some(c) => Some(c.lead.clone()),
+            None if !self.touches.is_empty() => Some(device_lead(device).into()),
+            None => None,
+        }
+    }
+
+    /// Whether `lead` holds the device's touches (`holder` without building a key).
+    pub(super) fn held_by(&self, device: &str, lead: &str) -> bool {
+        match &self.owner {
+            Some(c) => c.lead == lead,
+            None => !self.touches.is_empty() && lead.strip_prefix(DEVICE_PREFIX) == Some(device),
+        }
+    }
+
+    /// Whether `c` is earlier than the current owner's claim (and so takes the device).
+    pub(super) fn won_by(&self, c: &Claim) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|o| (c.time_ms, c.id) < (o.time_ms, o.id))
+    }
+
+    /// Whether the device is its own lead by its touches alone: touched, never claimed.
+    pub(super) fn holds_own(&self) -> bool {
+        self.owner.is_none() && !self.touches.is_empty()
+    }
+
+    /// The lead holding the touches once the device has one: the owner, else the device itself.
+    pub(super) fn holder_with_touches(&self, device: &str) -> SmolStr {
+        match &self.owner {
+            Some(c) => c.lead.clone(),
+            None => device_lead(device).into(),
+        }
+    }
+}
+
+pub(super) const DEVICE_PREFIX: &str = "device:";
+
+/// The lead key of a device no signup claimed.
+pub fn device_lead(device: &str) -> String {
+    format!("{DEVICE_PREFIX}{device}")
+}
+
+impl Engine {
+    /// `Some(landed before the end)` when new.
+    pub(super) fn add_touch(&mut self, device: &str, c: CompactEvent) -> Option<bool> {
+        // `becomes_own`: the first touch of an unclaimed device makes it a lead of its own.
+        let (holder, becomes_own) = match self.devices.get(device) {
+            Some(d) if d.touches.iter().any(|x| x.id == c.id) => return None,
+            Some(d) if d.touches.len() >= self.touch_cap => {
+                crate::internal_events::touch_capped(device, self.touch_cap);
+                return None;
+            }
+            Some(d) => (
+                d.holder_with_touches(device),
+                d.owner.is_none() && d.touches.is_empty(),
+            ),
+            None => (SmolStr::from(device_lead(device)), true),
+        };
+        self.before_change(&holder);
+        if becomes_own && !self.leads.contains_key(&holder) && self.own.owns(&holder) {
+            self.bare_device_leads += 1;
+        }
+        let dev = match self.devices.get_mut(device) {
+            Some(d) => d,
+            None => self.devices.entry(device.into()).or_default(),
+        };
+        let pos = insert_sorted(&mut dev.touches, c)?;
+        Some(pos + 1 < dev.touches.len())
+    }
+
+    pub(super) fn add_lead_event(
+        &mut self,
+        key: &str,
+        device: Option<&str>,
+        c: CompactEvent,
+    ) -> Option<bool> {
+        if let Some(lead) = self.leads.get(key) {
+            if lead.events.iter().any(|x| x.id == c.id) {
+                return None;
+            }
+        }
+        self.before_change(key);
+        let lead = match self.leads.get_mut(key) {
+            Some(l) => l,
+            None => {
+                if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
+                    if self.devices.get(d).is_some_and(Device::holds_own) {
+                        self.bare_device_leads -= 1;
+                    }
+                }
+                self.leads.entry(key.into()).or_default()
+            }
+        };
+        let pos = insert_sorted(&mut lead.events, c)?;
+        let correction = pos + 1 < lead.events.len();
+        if let (Role::Signup, Some(d)) = (c.role(), device) {
+            if !lead.devices.iter().any(|x| x == d) {
+                lead.devices.push(d.into());
+            }
+        }
+        if let (Role::Signup, Some(d)) = (c.role(), device) {
+            self.claim(
+                d,
+                Claim {
+                    time_ms: c.time_ms(),
+                    id: c.id,
+                    lead: key.into(),
+                },
+            );
+        }
+        Some(correction)
+    }
+
+    /// Records a claim of `device`; the holders before and after replay if they changed.
+    pub(super) fn claim(&mut self, device: &str, c: Claim) {
+        let dev = self.devices.entry(device.into()).or_default();
+        if !dev.won_by(&c) {
+            return;
+        }
+        let bare = dev.holds_own();
+        if let Some(before) = dev.holder(device) {
+            if bare && !self.leads.contains_key(&before) && self.own.owns(&before) {
+                self.bare_device_leads -= 1;
+            }
+            self.before_change(&before);
+        }
+        self.before_change(&c.lead);
+        if let Some(dev) = self.devices.get_mut(device) {
+            dev.owner = Some(Box::new(c));
+        }
+    }
+
+    /// A lead's replay input: its own events and the touches of the devices it holds, sorted.
+    pub(super) fn inputs(&self, key: &str, merged: &mut Vec<CompactEvent>) {
+        merged.clear();
+        let own_device = key.strip_prefix(DEVICE_PREFIX);
+        let lead = self.leads.get(key);
+        if let Some(lead) = lead {
+            merged.extend_from_slice(&lead.events);
+        }
+        let named = lead
+            .into_iter()
+            .flat_map(|l| l.devices.iter().map(|d| &**d));
+        for d in own_device
+            .into_iter()
+            .chain(named.filter(|d| Some(*d) != own_device))
+        {
+            if let Some(dev) = self.devices.get(d) {
+                if dev.held_by(d, key) {
+                    merged.extend_from_slice(&dev.touches);
+                }
+            }
+        }
+        merged.sort_unstable_by_key(CompactEvent::key);
+    }
+
+    /// `bare_device_leads` the slow way (checks the count kept along the way).
+    pub(super) fn count_bare_device_leads(&self) -> usize {
+        self.devices
+            .iter()
+            .filter(|(d, dev)| {
+                let key = device_lead(d);
+                dev.holds_own() && !self.leads.contains_key(&*key) && self.own.owns(&key)
+            })
+            .count()
+    }
+}

@@ -1,0 +1,142 @@
+//! The snapshot ledger: what each lead due for the next flush had published before its inputs
+//! changed, so a flush writes only what differs and takes back exactly the old rollup share.
+
+use super::attribution::attribute;
+use super::compact::CompactEvent;
+use super::Engine;
+use crate::machine::{replay_into, Path};
+use crate::rollup::write_contribution;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// What is written for a lead in one funnel: the replay of its inputs at the last flush.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Published {
+    pub(super) fingerprint: u64,
+    pub(super) transitions: u16,
+    /// What the lead adds to the rollups (taken back when the lead changes): a range of
+    /// [`Snapshots::words`].
+    pub(super) words: std::ops::Range<u32>,
+}
+
+/// Never published: no rows, no rollup contribution.
+pub(super) const NEVER_PUBLISHED: Published = Published {
+    fingerprint: 0,
+    transitions: 0,
+    words: 0..0,
+};
+
+/// Index in `dirty` of a lead that never published anything.
+pub(super) const NEVER: u32 = u32::MAX;
+
+/// What the leads of the next flush published, one `Published` per funnel each, in two buffers
+/// kept across flushes (no allocation per lead).
+#[derive(Debug, Default)]
+pub(super) struct Snapshots {
+    pub(super) published: Vec<Published>,
+    pub(super) words: Vec<u32>,
+}
+
+impl Snapshots {
+    pub(super) fn of(&self, at: u32, funnel: usize) -> (&Published, &[u32]) {
+        if at == NEVER {
+            return (&NEVER_PUBLISHED, &[]);
+        }
+        let p = &self.published[at as usize + funnel];
+        (p, &self.words[p.words.start as usize..p.words.end as usize])
+    }
+}
+
+/// Capacity the dirty set keeps between flushes (a regular flush's worth of leads).
+pub(super) const DIRTY_KEPT: usize = 8192;
+
+/// What the published rows of one lead in one funnel depend on. Transitions point at events by
+/// position, so the ids of those events go in too: an event of equal time sorting before another
+/// changes the causing event without moving any position.
+pub(super) fn fingerprint(
+    path: &Path,
+    attribution: (u16, u16, u16),
+    events: &[CompactEvent],
+) -> u64 {
+    // foldhash, not SipHash: two fingerprints per replayed lead, and nothing here is keyed by
+    // untrusted input that could be steered into collisions of a 64-bit quality hash.
+    let mut h = foldhash::quality::FixedState::default().build_hasher();
+    path.hash(&mut h);
+    attribution.hash(&mut h);
+    for t in &path.transitions {
+        events[t.event as usize].id.hash(&mut h);
+    }
+    // 0 is "never published"; a real fingerprint is never 0.
+    h.finish() | 1
+}
+
+impl Engine {
+    /// Records that `transitions` rows of `lead` in funnel `funnel` are already in ClickHouse
+    /// (read back at start), so the next flush rewrites them from the current state and tombstones
+    /// any the state no longer has, e.g. a device lead whose signup arrived before a crash.
+    pub fn seed_published(&mut self, funnel: &str, lead: &str, transitions: u16) {
+        let Some(fi) = self.funnels.funnels.iter().position(|f| f.name == funnel) else {
+            return;
+        };
+        let at = match self.dirty.get(lead) {
+            Some(&at) if at != NEVER => at,
+            _ => {
+                let at = self.snapshots.published.len() as u32;
+                let n = self.funnels.funnels.len();
+                self.snapshots
+                    .published
+                    .resize(at as usize + n, NEVER_PUBLISHED);
+                self.dirty.insert(lead.into(), at);
+                at
+            }
+        };
+        // Fingerprint 1 stands for "unknown": a real one equals it with probability 2^-63, so the
+        // lead is rewritten. No contribution: a rebuild rewrites the rollups from scratch.
+        self.snapshots.published[at as usize + fi] = Published {
+            fingerprint: 1,
+            transitions,
+            words: 0..0,
+        };
+    }
+
+    /// Queues an owned lead for the next flush, recording first what it published: the replay
+    /// of its inputs as they stand. Must run before anything the lead's replay reads changes.
+    pub(super) fn before_change(&mut self, key: &str) {
+        if self.dirty.contains_key(key) || !self.own.owns(key) {
+            return;
+        }
+        let mut merged = std::mem::take(&mut self.merged);
+        self.inputs(key, &mut merged);
+        // No inputs: never published (a rebuild seeds every lead that has rows).
+        let at = if merged.is_empty() {
+            NEVER
+        } else {
+            self.snapshot(&merged)
+        };
+        self.merged = merged;
+        self.dirty.insert(key.into(), at);
+    }
+
+    /// Records what a flush of these inputs publishes, per funnel; returns where it starts.
+    pub(super) fn snapshot(&mut self, merged: &[CompactEvent]) -> u32 {
+        let at = self.snapshots.published.len() as u32;
+        let attribution = attribute(merged);
+        let mut path = std::mem::take(&mut self.path);
+        for funnel in &self.funnels.funnels {
+            replay_into(
+                funnel,
+                merged.iter().map(|e| e.step(&self.masks)),
+                &mut path,
+            );
+            let words = &mut self.snapshots.words;
+            let start = words.len() as u32;
+            write_contribution(attribution, &path, words);
+            self.snapshots.published.push(Published {
+                fingerprint: fingerprint(&path, attribution, merged),
+                transitions: path.transitions.len() as u16,
+                words: start..words.len() as u32,
+            });
+        }
+        self.path = path;
+        at
+    }
+}
