@@ -167,13 +167,29 @@ impl Service {
 
     /// An aggregator member of `w` with the shipped configuration.
     pub fn aggregator(w: &World) -> Self {
+        Self::aggregator_with(w, |_| {})
+    }
+
+    /// An aggregator member of `w` with the shipped configuration as `change` leaves it.
+    pub fn aggregator_with(
+        w: &World,
+        change: impl FnOnce(&mut leadstream_aggregator::AggregatorConfig),
+    ) -> Self {
         let addr = free_addr();
+        let mut cfg = w.aggregator_config(&addr);
+        change(&mut cfg);
         Self {
-            file: config_file(&w.aggregator_config(&addr), "fault-aggregator"),
+            file: config_file(&cfg, "fault-aggregator"),
             addr,
             aggregator: true,
             process: None,
         }
+    }
+
+    /// Partition assignments and revocations this process went through (0 while it does not
+    /// answer).
+    pub async fn rebalances(&self) -> f64 {
+        labelled_sum(&self.addr, "leadstream_aggregator_rebalances_total").await
     }
 
     /// Starts the process (again).

@@ -143,6 +143,108 @@ async fn aggregator_members_join_and_leave_one_by_sigkill() {
     a.terminate(SIGTERM_LIMIT);
 }
 
+/// Members rebuilding their state while ClickHouse is away for longer than
+/// `max.poll.interval.ms` stay in the group: a restore keeps polling (partitions paused). A
+/// member that stopped polling would be taken out of the group by librdkafka, and its next poll
+/// would bring a revocation and another rebuild (a livelock once rebuilds outlast the interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_restoring_through_an_outage_stay_in_the_group() {
+    let mut ch = PrivateClickHouse::start();
+    let w = World::on("fault_restore", 3, &brokers(), &ch.url).await;
+    // librdkafka's smallest allowed value (not below the session timeout), so the outage below
+    // outlasts it by far.
+    let member = || {
+        Service::aggregator_with(&w, |c| {
+            c.kafka
+                .properties
+                .0
+                .insert("max.poll.interval.ms".into(), "10000".into());
+        })
+    };
+    let mut col = Service::collector(&w);
+    let (mut a, mut b, mut c) = (member(), member(), member());
+    col.start();
+    for s in [&mut a, &mut b, &mut c] {
+        s.start();
+    }
+    for s in [&a, &b, &c] {
+        assert!(
+            ready_within(s, Duration::from_secs(90)).await,
+            "{} ready",
+            s.addr
+        );
+    }
+    // Everything consumed and flushed first: a member blocked in a flush retry while ClickHouse
+    // is away does not get to the rebalance until the write goes through.
+    let sent = feed(&w, 109, leads(), 20.0, |_| {}).await.expect("feed");
+    assert_exact(&w, &sent, &[&a.addr, &b.addr, &c.addr], settle()).await;
+    ch.stop();
+    let (a0, b0) = (a.rebalances().await, b.rebalances().await);
+    // C leaves: A and B take its partitions and rebuild, which waits for ClickHouse.
+    c.terminate(SIGTERM_LIMIT);
+    for s in [&a, &b] {
+        let rebuilding = eventually(
+            Duration::from_secs(30),
+            || async { Some(restoring(&s.addr).await) },
+            |r| *r,
+        )
+        .await;
+        assert_eq!(rebuilding, Some(true), "{} rebuilds after C left", s.addr);
+    }
+    // The rebalance is over (both own partitions again) before the count is taken.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (a1, b1) = (a.rebalances().await, b.rebalances().await);
+    assert!(
+        a1 > a0 && b1 > b0,
+        "both saw C leave: A {a0} -> {a1}, B {b0} -> {b1}"
+    );
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    ch.restart();
+    for s in [&a, &b] {
+        assert!(
+            ready_within(s, Duration::from_secs(90)).await,
+            "{} ready after the outage",
+            s.addr
+        );
+    }
+    // Long enough for a member taken out of the group to have noticed it and rebalanced.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (a2, b2) = (a.rebalances().await, b.rebalances().await);
+    assert_eq!(
+        (a2, b2),
+        (a1, b1),
+        "no member left the group during its restore (rebalances counted on A and B)"
+    );
+    // A third member joins again; the answers stay exact.
+    c.start();
+    assert!(
+        ready_within(&c, Duration::from_secs(90)).await,
+        "C ready again"
+    );
+    assert_exact(&w, &sent, &[&a.addr, &b.addr, &c.addr], settle()).await;
+    col.terminate(SIGTERM_LIMIT);
+    for s in [&mut a, &mut b, &mut c] {
+        s.terminate(SIGTERM_LIMIT);
+    }
+}
+
+/// Rebuilding the state of partitions it owns (a rebalance in progress owns none).
+async fn restoring(addr: &str) -> bool {
+    process::readyz(addr).await.is_some_and(|(ready, body)| {
+        !ready && body.contains("rebuild") && !body.contains("owns no partitions")
+    })
+}
+
+async fn ready_within(s: &Service, limit: Duration) -> bool {
+    eventually(
+        limit,
+        || async { Some(process::is_ready(&s.addr).await) },
+        |r| *r,
+    )
+    .await
+        == Some(true)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_of_every_kind_and_junk_on_the_normalized_topic() {
     let w = World::new("fault_poison", 3).await;

@@ -138,6 +138,12 @@ pub fn retry(what: &'static str, attempt: u32, backoff: Duration, error: &dyn st
     metrics::counter!("leadstream_aggregator_retries_total", "what" => what).increment(1);
 }
 
+/// The partitions moved while a rebuild ran: it is dropped and the loop starts over.
+pub fn restore_superseded() {
+    tracing::info!("partitions changed hands during the rebuild; starting over for the new set");
+    metrics::counter!("leadstream_aggregator_restores_superseded_total").increment(1);
+}
+
 /// The group coordinator revoked or assigned partitions (topic-partitions of both topics).
 pub fn partitions_changed(what: &'static str, count: usize) {
     tracing::info!(what, count, "group rebalance");

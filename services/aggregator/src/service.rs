@@ -18,7 +18,7 @@ use leadstream_runtime::dead_letter::Payload;
 use leadstream_runtime::group::Membership;
 use leadstream_runtime::retry::{GaveUp, Retry};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -86,12 +86,17 @@ pub struct Service<'a> {
     pub retry: Retry,
 }
 
-/// Why the state had to go.
+/// How a rebuild ended.
 enum Rebuild {
     Done(Box<Engine>, Versions),
     /// Shutdown came first.
     Stopped,
+    /// The partitions changed hands before it finished.
+    Superseded,
 }
+
+/// How often a restore looks whether the group moved its partitions meanwhile.
+const RESTORE_CHECK: Duration = Duration::from_millis(500);
 
 /// Who this member is in `aggregator_epochs` (for people reading it).
 fn member_name() -> String {
@@ -150,6 +155,59 @@ impl Service<'_> {
             tracing::error!(?owned, ?stitch, "normalized and stitching partitions are not assigned together; check partition.assignment.strategy");
         }
         (!owned.is_empty()).then(|| Ownership::new(self.partitions, owned))
+    }
+
+    /// [`Self::rebuild`] with the consumer still polled: librdkafka counts a member that does
+    /// not poll for `max.poll.interval.ms` as stalled and takes its partitions, which would start
+    /// the next rebuild elsewhere (a rebalance livelock once rebuilds outlast the interval). The
+    /// owned partitions are paused meanwhile, so polling serves the group (heartbeats,
+    /// rebalances, statistics) and fetches nothing new; the few messages fetched before the pause
+    /// took hold come back to be applied after the rebuilt state.
+    async fn restore(
+        &self,
+        own: Ownership,
+        generation: u64,
+    ) -> (Result<Rebuild, SinkError>, Vec<OwnedMessage>) {
+        let context = self.consumer.context();
+        let assigned = self.consumer.assignment().ok();
+        if let Some(list) = &assigned {
+            if let Err(e) = self.consumer.pause(list) {
+                tracing::warn!(error = %e, "pausing the partitions for the rebuild failed");
+            }
+        }
+        let mut early = Vec::new();
+        let rebuild = self.rebuild(own);
+        tokio::pin!(rebuild);
+        let mut tick = tokio::time::interval(RESTORE_CHECK);
+        let result = loop {
+            tokio::select! {
+                r = &mut rebuild => break r,
+                m = self.consumer.recv() => match m {
+                    Ok(m) => {
+                        self.membership.consumed();
+                        early.push(m.detach());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
+                },
+                _ = tick.tick() => {}
+            }
+            if context.generation.load(Ordering::SeqCst) != generation {
+                // Dropping the rebuild abandons its reads; the new owner rebuilds under a
+                // newer epoch, so any rows this one wrote lose to it.
+                events::restore_superseded();
+                break Ok(Rebuild::Superseded);
+            }
+        };
+        // Resume whatever is assigned now: a pause may outlive a reassignment in librdkafka.
+        for list in [assigned, self.consumer.assignment().ok()]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = self.consumer.resume(&list) {
+                tracing::warn!(error = %e, "resuming the partitions after the rebuild failed");
+            }
+        }
+        (result, early)
     }
 
     /// Takes a new epoch, rebuilds the state of the owned leads from ClickHouse and writes what
@@ -238,10 +296,23 @@ impl Service<'_> {
                     .block("rebuild", "rebuilding the owned partitions' state");
                 self.health.set_partitions(Vec::new());
                 if let Some(own) = self.ownership() {
-                    match self.rebuild(own).await? {
+                    let (rebuilt, early) = self.restore(own, generation).await;
+                    match rebuilt? {
                         Rebuild::Stopped => return Ok(()),
-                        Rebuild::Done(e, v) => {
+                        // Reassigned meanwhile: the loop starts over for the new set.
+                        Rebuild::Superseded => continue,
+                        Rebuild::Done(mut e, v) => {
                             versions = v;
+                            // What the consumer delivered while the rebuild ran, before the
+                            // pause took hold: it comes after the state just read, in order.
+                            for m in &early {
+                                if e.ownership().owned().any(|p| p as i32 == m.partition()) {
+                                    dead.extend(self.apply(&mut e, m));
+                                    pending
+                                        .insert((m.topic().to_string(), m.partition()), m.offset());
+                                    since_flush += 1;
+                                }
+                            }
                             self.publish_health(&e);
                             self.health.set_partitions(e.ownership().owned().collect());
                             engine = Some(e);
