@@ -15,6 +15,7 @@ const SECTIONS: &[&str] = &[
     "clickhouse",
     "funnels",
     "state",
+    "attribution",
     "batch",
     "api",
     "log",
@@ -32,6 +33,8 @@ pub struct AggregatorConfig {
     pub funnels: FunnelsConfig,
     /// Event-time handling.
     pub state: StateConfig,
+    /// Which touches attribute a lead.
+    pub attribution: AttributionConfig,
     /// Batching of result writes.
     pub batch: BatchConfig,
     /// HTTP API and operational endpoints.
@@ -95,6 +98,17 @@ pub struct StateConfig {
     /// (`leadstream_aggregator_touches_capped_total`) and dropped: a hot key (a placeholder id
     /// the collector's screening missed, a bot) would otherwise make every touch replay them all.
     pub max_touches_per_device: usize,
+}
+
+/// Which touches attribute a lead.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// Touches (exposures, clicks) older than this before a lead's signup do not attribute it
+    /// (first and last touch), as in ad platforms; they still count in the funnel. Leads without
+    /// a signup attribute to all their touches. The generator's truth uses the default.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
 }
 
 /// Batching of result writes.
@@ -161,6 +175,9 @@ impl Default for AggregatorConfig {
             state: StateConfig {
                 allowed_lateness: Duration::from_secs(3600),
                 max_touches_per_device: crate::engine::DEFAULT_TOUCH_CAP,
+            },
+            attribution: AttributionConfig {
+                lookback: Duration::from_secs(30 * 86_400),
             },
             batch: BatchConfig {
                 max_events: 20_000,
@@ -245,6 +262,9 @@ impl AggregatorConfig {
         if self.state.max_touches_per_device == 0 {
             return Err(invalid("state.max_touches_per_device", "must be positive"));
         }
+        if self.attribution.lookback.is_zero() {
+            return Err(invalid("attribution.lookback", "must be positive"));
+        }
         if self.batch.max_events == 0 {
             return Err(invalid("batch.max_events", "must be positive"));
         }
@@ -297,6 +317,14 @@ mod tests {
         assert_eq!(
             serde_yaml::to_string(&parsed).unwrap(),
             serde_yaml::to_string(&AggregatorConfig::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_lookback_is_the_one_the_generators_truth_applies() {
+        assert_eq!(
+            AggregatorConfig::default().attribution.lookback,
+            Duration::from_millis(leadstream_generator::truth::ATTRIBUTION_LOOKBACK_MS as u64)
         );
     }
 

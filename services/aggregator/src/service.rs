@@ -234,6 +234,7 @@ impl Service<'_> {
                     self.sink.client(),
                     self.funnels.clone(),
                     &self.cfg.state,
+                    self.cfg.attribution.lookback,
                     own.clone(),
                     stale_version,
                 )

@@ -189,6 +189,7 @@ pub async fn rebuild(
     client: &Client,
     funnels: Arc<Funnels>,
     state: &crate::config::StateConfig,
+    lookback: std::time::Duration,
     own: Ownership,
     stale_version: u64,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
@@ -196,6 +197,7 @@ pub async fn rebuild(
     let lateness_ms = i64::try_from(state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
     engine.set_touch_cap(state.max_touches_per_device);
+    engine.set_lookback(i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX));
     let mut done = Rebuilt {
         stale_rollups: stale_rollups(client, &own, stale_version).await?,
         ..Rebuilt::default()

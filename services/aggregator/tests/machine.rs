@@ -264,6 +264,35 @@ fn a_device_lead_disappears_when_a_signup_claims_the_device() {
 }
 
 #[test]
+fn touches_more_than_the_lookback_before_the_signup_do_not_attribute() {
+    const DAY: i64 = 86_400;
+    let lead = |touch_at: i64| {
+        let model = run(&[
+            touch(touch_at, "exposure", "d7", "baidu"),
+            touch(40 * DAY, "click", "d7", "douyin"),
+            signup_on(40 * DAY + 60, "u7", "d7"),
+        ]);
+        let l = model.leads("b2c")[0].clone();
+        (
+            l.first_touch.to_string(),
+            l.last_touch.to_string(),
+            l.reached_at.len(),
+        )
+    };
+    // Exactly 30 days before the signup still attributes; a second more does not, and the
+    // exposure still counts in the funnel.
+    let at_the_edge = 40 * DAY + 60 - 30 * DAY;
+    assert_eq!(lead(at_the_edge), ("baidu".into(), "douyin".into(), 3));
+    assert_eq!(lead(at_the_edge - 1), ("douyin".into(), "douyin".into(), 3));
+    // A lead without a signup attributes to every touch.
+    let model = run(&[
+        touch(0, "exposure", "d8", "baidu"),
+        touch(40 * DAY, "click", "d8", "douyin"),
+    ]);
+    assert_eq!(model.leads("b2c")[0].first_touch.as_str(), "baidu");
+}
+
+#[test]
 fn the_earliest_signup_owns_a_shared_device_even_when_it_arrives_last() {
     let model = run(&[
         touch(0, "click", "shared", "baidu"),

@@ -11,10 +11,17 @@ use leadstream_schemas::SourceMeta;
 use support::{default_funnels, normalizer, FakeStore, ReadModel};
 
 fn run(seed: u64, leads: u64, flush_every: usize) {
+    run_with(seed, leads, flush_every, 0.0);
+}
+
+/// With `stale_touches` > 0 a second engine that attributes every touch (no lookback) runs
+/// alongside and must end somewhere else than the truth: the run exercises the lookback.
+fn run_with(seed: u64, leads: u64, flush_every: usize, stale_touches: f64) {
     let mut cfg = GeneratorConfig {
         seed,
         ..Default::default()
     };
+    cfg.realism.stale_touch_share = stale_touches;
     cfg.traffic.leads = leads;
     cfg.realism.late_share = 0.2;
     cfg.realism.duplicate_share = 0.05;
@@ -28,6 +35,9 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
         .timestamp_millis();
     let mut engine = Engine::new(default_funnels(), 3_600_000);
     let mut model = ReadModel::default();
+    let mut control = Engine::new(default_funnels(), 3_600_000);
+    control.set_lookback(i64::MAX);
+    let mut control_model = ReadModel::default();
     let mut store = FakeStore::default();
     let mut truth = TruthBuilder::default();
     let mut version = 0;
@@ -43,17 +53,20 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
                 truth.valid((**t).clone(), d.deliver_at_ms);
                 store.store(&ev);
                 engine.ingest(&ev, d.deliver_at_ms);
+                control.ingest(&ev, d.deliver_at_ms);
             }
             (Label::Copy(t), Ok(ev)) => {
                 truth.copy((**t).clone());
                 store.store(&ev);
                 engine.ingest(&ev, d.deliver_at_ms);
+                control.ingest(&ev, d.deliver_at_ms);
             }
             (Label::Duplicate, Ok(ev)) => {
                 // Usually a no-op; a redelivery of a copy that another lead won is applied
                 // again and settled again at the next flush.
                 truth.duplicate();
                 engine.ingest(&ev, d.deliver_at_ms);
+                control.ingest(&ev, d.deliver_at_ms);
             }
             (Label::Poison(c), Err(_)) => truth.poison(*c),
             (label, result) => panic!("unexpected {label:?} -> {result:?}"),
@@ -64,6 +77,10 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
             let out = engine.flush(version);
             store.hide(&out.minute_tombstones);
             model.apply(out);
+            if stale_touches > 0.0 {
+                store.answer(&mut control);
+                control_model.apply(control.flush(version));
+            }
         }
     }
     version += 1;
@@ -71,6 +88,8 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
     let out = engine.flush(version);
     store.hide(&out.minute_tombstones);
     model.apply(out);
+    store.answer(&mut control);
+    control_model.apply(control.flush(version));
     assert!(
         truth.finish(seed, leads).messages.copies > 100,
         "the run re-sends and re-keys"
@@ -89,6 +108,16 @@ fn run(seed: u64, leads: u64, flush_every: usize) {
         .collect();
     assert_eq!(kinds.len(), 6, "{kinds:?}");
     assert!(truth.identities.stitched_devices > 0 && truth.identities.anonymous_devices > 0);
+    if stale_touches > 0.0 {
+        let differs = truth
+            .funnels
+            .iter()
+            .any(|(name, ft)| control_model.cells(name, ft.stages.len()).1 != ft.cells);
+        assert!(
+            differs,
+            "touches before the lookback would have attributed leads"
+        );
+    }
     for (name, ft) in &truth.funnels {
         let (totals, cells) = model.cells(name, ft.stages.len());
         assert_eq!(totals, ft.totals, "{name} totals");
@@ -116,4 +145,9 @@ fn a_generated_run_ends_in_the_truth_with_one_flush_at_the_end() {
 #[test]
 fn a_20k_lead_run_ends_in_the_truth() {
     run(2026, 20_000, 5000);
+}
+
+#[test]
+fn touches_before_the_attribution_lookback_do_not_attribute() {
+    run_with(11, 3000, 97, 0.1);
 }

@@ -290,6 +290,11 @@ pub struct RealismConfig {
     /// Share of valid events re-sent under another lead key (another user or lead id, another
     /// device for anonymous touches), with another event time too. The earliest copy wins.
     pub rekey_share: f64,
+    /// Share of leads with an ad platform whose device also saw another platform's exposure
+    /// from before the attribution lookback (a campaign of weeks ago): it counts in the funnel
+    /// but attributes nothing (the truth applies the lookback). Such an exposure is delivered
+    /// weeks after its event time, so consumers see it as too late.
+    pub stale_touch_share: f64,
     /// Malformed messages per valid event.
     pub poison_share: f64,
     /// Relative weight of each malformed kind (`unknown_topic` and `sink_rejected` cannot be
@@ -543,6 +548,7 @@ impl Default for GeneratorConfig {
                 duplicate_share: 0.02,
                 resend_share: 0.01,
                 rekey_share: 0.002,
+                stale_touch_share: 0.0,
                 poison_share: 0.01,
                 poison_categories: PRODUCIBLE_POISON.iter().map(|c| (*c, 1.0)).collect(),
                 max_message_bytes: leadstream_schemas::DEFAULT_MAX_MESSAGE_BYTES,
@@ -766,6 +772,7 @@ impl GeneratorConfig {
         probability("realism.duplicate_share", r.duplicate_share)?;
         probability("realism.resend_share", r.resend_share)?;
         probability("realism.rekey_share", r.rekey_share)?;
+        probability("realism.stale_touch_share", r.stale_touch_share)?;
         if r.max_lateness < Duration::from_secs(3) && r.resend_share + r.rekey_share > 0.0 {
             return Err(invalid(
                 "realism.max_lateness",

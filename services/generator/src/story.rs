@@ -5,6 +5,7 @@
 //! seed, the configuration, its index and its arrival time, never on other leads.
 
 use crate::config::{GeneratorConfig, LiftStep};
+use crate::truth::ATTRIBUTION_LOOKBACK_MS;
 use leadstream_schemas::{EventType, SourceKind};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -247,6 +248,11 @@ impl Builder<'_, '_> {
         let Some(platform) = profile.platform.clone() else {
             return Some(t);
         };
+        let share = self.ctx.cfg.realism.stale_touch_share;
+        // Drawn only when asked for, so runs without it keep their random stream.
+        if share > 0.0 && chance(self.rng, share) {
+            self.stale_touch(t);
+        }
         let gap = self.ctx.cfg.delays.exposure_gap;
         let n = self
             .rng
@@ -322,6 +328,43 @@ impl Builder<'_, '_> {
             return None;
         }
         Some(t + self.delay(self.ctx.cfg.delays.signup))
+    }
+
+    /// Another platform's exposure of this device from before the attribution lookback of a
+    /// signup after `t` (so it never attributes).
+    fn stale_touch(&mut self, t: i64) {
+        let chans = &self.ctx.cfg.channels;
+        let weights = chans.iter().enumerate().map(|(i, ch)| {
+            if i != self.channel && ch.platform.is_some() {
+                ch.weight
+            } else {
+                0.0
+            }
+        });
+        if weights.clone().sum::<f64>() <= 0.0 {
+            return;
+        }
+        let other = pick_weighted(self.rng, weights);
+        let Some(platform) = chans[other].platform.clone() else {
+            return;
+        };
+        let before = ATTRIBUTION_LOOKBACK_MS + self.rng.random_range(60..7 * 86_400) * 1000;
+        let id = self.id("old", None);
+        // `push` records the touch channel's name for the truth.
+        let own = std::mem::replace(&mut self.touch_channel, other);
+        self.push(
+            SourceKind::Exposure,
+            EventType::Exposure,
+            id,
+            t - before,
+            Detail::Exposure {
+                platform,
+                campaign_id: "default".into(),
+                creative_id: None,
+                cost_micros: None,
+            },
+        );
+        self.touch_channel = own;
     }
 
     fn landing_url(

@@ -53,6 +53,10 @@ pub const SALES_STAGES: [&str; 4] = ["lead", "contacted", "qualified", "won"];
 /// Breakdown value for leads without a channel (no touch, no signup) or without a variant.
 pub const NONE: &str = "none";
 
+/// Touches more than this before a lead's signup do not attribute it (SPEC §2: the attribution
+/// lookback, 30 days; the aggregator's `attribution.lookback` defaults to it).
+pub const ATTRIBUTION_LOOKBACK_MS: i64 = 30 * 86_400_000;
+
 /// The truth file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Truth {
@@ -334,11 +338,14 @@ pub fn sales(events: &[&TruthEvent]) -> LeadOutcome {
     o
 }
 
-/// Attribution of one lead: first-touch channel, last-touch channel, variant.
+/// Attribution of one lead: first-touch channel, last-touch channel, variant. Touches more
+/// than [`ATTRIBUTION_LOOKBACK_MS`] before the signup do not count.
 pub fn attribution(events: &[&TruthEvent]) -> (String, String, String) {
-    let is_touch =
-        |e: &&&TruthEvent| matches!(e.event_type, EventType::Exposure | EventType::Click);
     let signup = events.iter().find(|e| e.event_type == EventType::Signup);
+    let horizon = signup.map_or(i64::MIN, |s| s.time_ms - ATTRIBUTION_LOOKBACK_MS);
+    let is_touch = |e: &&&TruthEvent| {
+        matches!(e.event_type, EventType::Exposure | EventType::Click) && e.time_ms >= horizon
+    };
     let signup_channel = signup.and_then(|s| s.channel.clone());
     let first = events
         .iter()

@@ -119,7 +119,7 @@ impl Engine {
     /// Records what a flush of these inputs publishes, per funnel; returns where it starts.
     pub(super) fn snapshot(&mut self, merged: &[CompactEvent]) -> u32 {
         let at = self.snapshots.published.len() as u32;
-        let attribution = attribute(merged);
+        let attribution = attribute(merged, self.lookback_ms);
         let mut path = std::mem::take(&mut self.path);
         for funnel in &self.funnels.funnels {
             replay_into(

@@ -124,10 +124,15 @@ pub struct Engine {
     copies: Copies,
     /// Touches kept per device; more are counted and dropped (a hot key).
     touch_cap: usize,
+    /// Touches this long before a signup still attribute it (`attribution.lookback`).
+    lookback_ms: i64,
 }
 
 /// Touches a device keeps unless configured otherwise (`state.max_touches_per_device`).
 pub const DEFAULT_TOUCH_CAP: usize = 10_000;
+
+/// The attribution lookback unless configured otherwise (`attribution.lookback`): 30 days.
+pub const DEFAULT_LOOKBACK_MS: i64 = 30 * 86_400_000;
 
 impl Engine {
     /// An empty engine owning every lead; events older than the newest seen minus `lateness_ms`
@@ -161,6 +166,7 @@ impl Engine {
             rollups: Rollups::default(),
             copies,
             touch_cap: DEFAULT_TOUCH_CAP,
+            lookback_ms: DEFAULT_LOOKBACK_MS,
         }
     }
 
@@ -168,6 +174,11 @@ impl Engine {
     /// bot, would otherwise pile every touch onto one key and replay it on each new one.
     pub fn set_touch_cap(&mut self, cap: usize) {
         self.touch_cap = cap.max(1);
+    }
+
+    /// Touches more than `ms` before a lead's signup do not attribute it.
+    pub fn set_lookback(&mut self, ms: i64) {
+        self.lookback_ms = ms.max(0);
     }
 
     /// Which leads this engine publishes.
@@ -319,7 +330,7 @@ impl Engine {
             if gone && at == NEVER {
                 continue;
             }
-            let attribution = attribute(&merged);
+            let attribution = attribute(&merged, self.lookback_ms);
             let partition = self.own.partition(&key) as u16;
             for (fi, funnel) in self.funnels.funnels.iter().enumerate() {
                 let (old, old_words) = snapshots.of(at, fi);
