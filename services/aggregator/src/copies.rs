@@ -108,6 +108,11 @@ impl Copies {
         maybe
     }
 
+    /// Whether every event is checked (several members).
+    pub fn checks_all(&self) -> bool {
+        self.check_all
+    }
+
     /// Queues `check` (a tie keeps its candidate; a plain check does not replace one).
     pub fn want(&mut self, id: [u64; 2], check: Check) {
         use std::collections::hash_map::Entry;

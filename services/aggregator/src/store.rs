@@ -193,7 +193,6 @@ pub async fn rebuild(
     own: Ownership,
     stale_version: u64,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
-    hide_losing_minutes(client).await?;
     let lateness_ms = i64::try_from(state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
     engine.set_touch_cap(state.max_touches_per_device);
@@ -237,6 +236,9 @@ pub async fn rebuild(
             }
         }
     }
+    // After the read, not before: a copy stored while it ran is hidden too (a loser stored
+    // before the winner this read loaded, whose member checked it before the winner existed).
+    hide_losing_minutes(client).await?;
     // Only winners were read, so no copy needs settling; every claim and foreign touch of the
     // devices known is read below in one pass, so the per-event lookups are redundant too.
     engine.clear_lookups();

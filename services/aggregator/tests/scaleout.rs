@@ -315,3 +315,55 @@ fn a_device_and_its_claiming_signup_on_different_members_meet() {
         "the claimed device's own lead is gone"
     );
 }
+
+/// A winner redelivered after a rebuild that already loaded it is checked again: the member
+/// holding the losing copy checked it before the winner was stored, and the engine that consumed
+/// the winner first was dropped before its flush, so this is the only chance to settle it.
+#[test]
+fn a_winner_redelivered_after_a_rebuild_still_settles_the_loser_another_member_holds() {
+    use support::events::{call, with};
+    let parts = 4;
+    let lead_on = |p: u32| {
+        (0..)
+            .map(|i| format!("user-{i}"))
+            .find(|k| everything(parts).partition(k) == p)
+            .unwrap()
+    };
+    let (l1, l2) = (lead_on(0), lead_on(1));
+    // One event id under two leads: the copy under l2 is 10 minutes earlier, so it wins.
+    let loser = call(600, &l1, "connected");
+    let winner = with(call(0, &l2, "connected"), |e| {
+        e.event_id = loser.event_id.clone();
+        e.native_id = loser.native_id.clone();
+    });
+    let mut store = support::FakeStore::default();
+    let mut a = Engine::with_ownership(default_funnels(), LATENESS_MS, Ownership::new(parts, [0]));
+    store.store(&loser);
+    a.ingest(&loser, 0);
+    store.answer(&mut a);
+    store.hide(&a.flush(1).minute_tombstones);
+    assert!(a.take_copy_notifications().is_empty(), "alone in the store");
+    store.store(&winner);
+    // B's rebuild reads the winner from the store (its first engine consumed it and was dropped
+    // unflushed), then the tail after the committed offset delivers it again.
+    let mut b = Engine::with_ownership(default_funnels(), LATENESS_MS, Ownership::new(parts, [1]));
+    b.ingest(&winner, 0);
+    b.clear_lookups();
+    store.hide(&b.flush(2).minute_tombstones);
+    assert_eq!(
+        store.live_minutes(),
+        2,
+        "before the redelivery both minutes show"
+    );
+    b.ingest(&winner, 0);
+    store.answer(&mut b);
+    store.hide(&b.flush(3).minute_tombstones);
+    assert_eq!(store.live_minutes(), 1, "the loser's minute is hidden");
+    let told = b.take_copy_notifications();
+    assert_eq!(told.len(), 1);
+    assert_eq!(
+        told[0].0.as_str(),
+        l1,
+        "the loser's member is told to drop it"
+    );
+}

@@ -239,7 +239,15 @@ impl Engine {
         // One winner per event id (`copies`): a copy its holder already has is judged here.
         match self.held_copy(e, &c) {
             Some(kept) => match judge(&kept, &c, self.names_known_device(e)) {
-                Judged::Same => return Ingested::Duplicate,
+                Judged::Same => {
+                    // With several members a redelivery is checked too: it may be the tail a
+                    // dropped engine consumed but never settled, whose losing copy another
+                    // member holds and checked before this one was stored.
+                    if self.copies.checks_all() {
+                        self.want_check(e, None);
+                    }
+                    return Ingested::Duplicate;
+                }
                 Judged::Later => {
                     self.copies.lost(
                         e.event_type,
