@@ -143,12 +143,12 @@ async fn aggregator_members_join_and_leave_one_by_sigkill() {
     a.terminate(SIGTERM_LIMIT);
 }
 
-/// Members rebuilding their state while ClickHouse is away for longer than
-/// `max.poll.interval.ms` stay in the group: a restore keeps polling (partitions paused). A
+/// Members rebuilding their state, or flushing, while ClickHouse is away for longer than
+/// `max.poll.interval.ms` stay in the group: both keep polling (partitions paused). A
 /// member that stopped polling would be taken out of the group by librdkafka, and its next poll
 /// would bring a revocation and another rebuild (a livelock once rebuilds outlast the interval).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_restoring_through_an_outage_stay_in_the_group() {
+async fn members_restoring_or_flushing_through_an_outage_stay_in_the_group() {
     let mut ch = PrivateClickHouse::start();
     let w = World::on("fault_restore", 3, &brokers(), &ch.url).await;
     // librdkafka's smallest allowed value (not below the session timeout), so the outage below
@@ -214,6 +214,47 @@ async fn members_restoring_through_an_outage_stay_in_the_group() {
         (a2, b2),
         (a1, b1),
         "no member left the group during its restore (rebalances counted on A and B)"
+    );
+    // A flush waiting for ClickHouse keeps polling as well: rechecks of devices the members
+    // hold make their next flushes read ClickHouse while it is away.
+    let devices = query_json(
+        &ch.url,
+        &w.database,
+        "SELECT DISTINCT device_id FROM lead_events_unique WHERE device_id != '' LIMIT 60",
+    )
+    .await
+    .expect("devices");
+    ch.stop();
+    let producer = producer_on(&w.brokers);
+    for d in &devices {
+        let key = format!("device:{}", d["device_id"].as_str().expect("device_id"));
+        let payload = serde_json::json!({ "recheck": key }).to_string();
+        produce(&producer, &w.stitch_topic(), Some(&key), payload.as_bytes()).await;
+    }
+    for s in [&a, &b] {
+        let blocked = eventually(
+            Duration::from_secs(30),
+            || async { Some(not_ready_because(&s.addr, "clickhouse").await) },
+            |r| *r,
+        )
+        .await;
+        assert_eq!(blocked, Some(true), "{} flushes into the outage", s.addr);
+    }
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    ch.restart();
+    for s in [&a, &b] {
+        assert!(
+            ready_within(s, Duration::from_secs(90)).await,
+            "{} ready after the second outage",
+            s.addr
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (a3, b3) = (a.rebalances().await, b.rebalances().await);
+    assert_eq!(
+        (a3, b3),
+        (a1, b1),
+        "no member left the group during a flush that waited for ClickHouse"
     );
     // A third member joins again; the answers stay exact.
     c.start();

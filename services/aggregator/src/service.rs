@@ -95,8 +95,13 @@ enum Rebuild {
     Superseded,
 }
 
-/// How often a restore looks whether the group moved its partitions meanwhile.
-const RESTORE_CHECK: Duration = Duration::from_millis(500);
+/// How often work that polls the consumer meanwhile looks whether the group moved its
+/// partitions (and whether to pause them).
+const POLLING_CHECK: Duration = Duration::from_millis(500);
+
+/// A flush slower than this pauses the partitions while it goes on (a regular one takes less,
+/// and the messages fetched meanwhile are applied right after it).
+const FLUSH_PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// Who this member is in `aggregator_epochs` (for people reading it).
 fn member_name() -> String {
@@ -157,31 +162,60 @@ impl Service<'_> {
         (!owned.is_empty()).then(|| Ownership::new(self.partitions, owned))
     }
 
-    /// [`Self::rebuild`] with the consumer still polled: librdkafka counts a member that does
-    /// not poll for `max.poll.interval.ms` as stalled and takes its partitions, which would start
-    /// the next rebuild elsewhere (a rebalance livelock once rebuilds outlast the interval). The
-    /// owned partitions are paused meanwhile, so polling serves the group (heartbeats,
-    /// rebalances, statistics) and fetches nothing new; the few messages fetched before the pause
-    /// took hold come back to be applied after the rebuilt state.
+    /// [`Self::rebuild`] with the consumer still polled (see [`Self::polling`]), partitions
+    /// paused from the start; `Superseded` when they changed hands meanwhile.
     async fn restore(
         &self,
         own: Ownership,
         generation: u64,
     ) -> (Result<Rebuild, SinkError>, Vec<OwnedMessage>) {
-        let context = self.consumer.context();
-        let assigned = self.consumer.assignment().ok();
-        if let Some(list) = &assigned {
-            if let Err(e) = self.consumer.pause(list) {
-                tracing::warn!(error = %e, "pausing the partitions for the rebuild failed");
+        let (done, early) = self
+            .polling(self.rebuild(own), generation, Duration::ZERO, 0)
+            .await;
+        match done {
+            Some(r) => (r, early),
+            None => {
+                // Dropping the rebuild abandons its reads; the new owner rebuilds under a newer
+                // epoch, so any rows this one wrote lose to it.
+                events::restore_superseded();
+                (Ok(Rebuild::Superseded), early)
             }
         }
+    }
+
+    /// Runs `work` while still polling the consumer: librdkafka takes the partitions of a member
+    /// that does not poll for `max.poll.interval.ms`, so a rebuild or a flush waiting on
+    /// ClickHouse longer than that would end in a rebalance (and a rebuild, round after round).
+    /// The assigned partitions are paused once `work` has taken `pause_after`, or once
+    /// `max_early` messages came in meanwhile: then polling serves heartbeats, rebalances and
+    /// statistics and fetches nothing new. What it did deliver comes back, in order, to be
+    /// applied after `work`. `None` when the partitions changed hands meanwhile (`work` is
+    /// dropped).
+    async fn polling<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        generation: u64,
+        pause_after: Duration,
+        max_early: usize,
+    ) -> (Option<T>, Vec<OwnedMessage>) {
+        let context = self.consumer.context();
+        let started = Instant::now();
+        let mut paused = None;
         let mut early = Vec::new();
-        let rebuild = self.rebuild(own);
-        tokio::pin!(rebuild);
-        let mut tick = tokio::time::interval(RESTORE_CHECK);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(POLLING_CHECK);
         let result = loop {
+            if paused.is_none() && (started.elapsed() >= pause_after || early.len() >= max_early) {
+                let list = self.consumer.assignment().ok();
+                if let Some(list) = &list {
+                    if let Err(e) = self.consumer.pause(list) {
+                        tracing::warn!(error = %e, "pausing the partitions failed");
+                    }
+                }
+                paused = Some(list);
+            }
             tokio::select! {
-                r = &mut rebuild => break r,
+                r = &mut work => break Some(r),
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
                         self.membership.consumed();
@@ -192,19 +226,18 @@ impl Service<'_> {
                 _ = tick.tick() => {}
             }
             if context.generation.load(Ordering::SeqCst) != generation {
-                // Dropping the rebuild abandons its reads; the new owner rebuilds under a
-                // newer epoch, so any rows this one wrote lose to it.
-                events::restore_superseded();
-                break Ok(Rebuild::Superseded);
+                break None;
             }
         };
-        // Resume whatever is assigned now: a pause may outlive a reassignment in librdkafka.
-        for list in [assigned, self.consumer.assignment().ok()]
-            .into_iter()
-            .flatten()
-        {
-            if let Err(e) = self.consumer.resume(&list) {
-                tracing::warn!(error = %e, "resuming the partitions after the rebuild failed");
+        if let Some(before) = paused {
+            // Resume whatever is assigned now too: a pause may outlive a reassignment.
+            for list in [before, self.consumer.assignment().ok()]
+                .into_iter()
+                .flatten()
+            {
+                if let Err(e) = self.consumer.resume(&list) {
+                    tracing::warn!(error = %e, "resuming the partitions failed");
+                }
             }
         }
         (result, early)
@@ -343,16 +376,25 @@ impl Service<'_> {
                 || (since_flush > 0 && Instant::now() >= deadline);
             if let Some(e) = engine.as_deref_mut() {
                 if (due || stop) && (since_flush > 0 || e.pending() > 0) {
-                    if !self
-                        .flush(e, &mut versions, std::mem::take(&mut dead))
-                        .await?
-                    {
+                    let flush = self.flush(e, &mut versions, std::mem::take(&mut dead));
+                    let (flushed, early) = self
+                        .polling(
+                            flush,
+                            generation,
+                            FLUSH_PAUSE_AFTER,
+                            self.cfg.batch.max_events,
+                        )
+                        .await;
+                    match flushed {
                         // Shutdown while ClickHouse or the broker is down: offsets stay where
                         // they were; the next start rebuilds and re-reads the rest.
-                        return Ok(());
+                        Some(Ok(false)) => return Ok(()),
+                        Some(Err(e)) => return Err(e),
+                        Some(Ok(true)) => {}
+                        // Revoked meanwhile: another member may own these partitions now.
+                        None => continue,
                     }
                     if context.generation.load(Ordering::SeqCst) != generation {
-                        // Revoked meanwhile: another member may own these partitions now.
                         continue;
                     }
                     for ((topic, partition), offset) in std::mem::take(&mut pending) {
@@ -361,6 +403,12 @@ impl Service<'_> {
                         }
                     }
                     since_flush = 0;
+                    // What came in while the flush ran belongs to the next one.
+                    for m in &early {
+                        dead.extend(self.apply(e, m));
+                        pending.insert((m.topic().to_string(), m.partition()), m.offset());
+                        since_flush += 1;
+                    }
                 }
             }
             if due || stop {
