@@ -291,17 +291,9 @@ impl Builder<'_, '_> {
                 gap
             });
             if c == 1 && chance(self.rng, RETARGETING_SHARE) {
-                let chans = &self.ctx.cfg.channels;
-                let weights = chans.iter().enumerate().map(|(i, ch)| {
-                    if i != self.channel && ch.platform.is_some() {
-                        ch.weight
-                    } else {
-                        0.0
-                    }
-                });
-                if weights.clone().sum::<f64>() > 0.0 {
-                    self.touch_channel = pick_weighted(self.rng, weights);
-                    platform = chans[self.touch_channel]
+                if let Some(other) = self.other_platform_channel() {
+                    self.touch_channel = other;
+                    platform = self.ctx.cfg.channels[other]
                         .platform
                         .clone()
                         .unwrap_or(platform);
@@ -330,9 +322,9 @@ impl Builder<'_, '_> {
         Some(t + self.delay(self.ctx.cfg.delays.signup))
     }
 
-    /// Another platform's exposure of this device from before the attribution lookback of a
-    /// signup after `t` (so it never attributes).
-    fn stale_touch(&mut self, t: i64) {
+    /// A channel with an ad platform other than the lead's own, by weight (`None` if there is
+    /// none; no draw then).
+    fn other_platform_channel(&mut self) -> Option<usize> {
         let chans = &self.ctx.cfg.channels;
         let weights = chans.iter().enumerate().map(|(i, ch)| {
             if i != self.channel && ch.platform.is_some() {
@@ -341,11 +333,16 @@ impl Builder<'_, '_> {
                 0.0
             }
         });
-        if weights.clone().sum::<f64>() <= 0.0 {
+        (weights.clone().sum::<f64>() > 0.0).then(|| pick_weighted(self.rng, weights))
+    }
+
+    /// Another platform's exposure of this device from before the attribution lookback of a
+    /// signup after `t` (so it never attributes).
+    fn stale_touch(&mut self, t: i64) {
+        let Some(other) = self.other_platform_channel() else {
             return;
-        }
-        let other = pick_weighted(self.rng, weights);
-        let Some(platform) = chans[other].platform.clone() else {
+        };
+        let Some(platform) = self.ctx.cfg.channels[other].platform.clone() else {
             return;
         };
         let before = ATTRIBUTION_LOOKBACK_MS + self.rng.random_range(60..7 * 86_400) * 1000;
