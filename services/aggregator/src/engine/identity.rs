@@ -87,28 +87,25 @@ impl Engine {
     /// `Some(landed before the end)` when new.
     pub(super) fn add_touch(&mut self, device: &str, c: CompactEvent) -> Option<bool> {
         // `becomes_own`: the first touch of an unclaimed device makes it a lead of its own.
-        let (holder, becomes_own) = match self.devices.get(device) {
+        let becomes_own = match self.devices.get(device) {
             Some(d) if d.touches.iter().any(|x| x.id == c.id) => return None,
             Some(d) if d.touches.len() >= self.touch_cap => {
                 crate::internal_events::touch_capped(device, self.touch_cap);
                 return None;
             }
-            Some(d) => (
-                d.holder_with_touches(device),
-                d.owner.is_none() && d.touches.is_empty(),
-            ),
-            None => (SmolStr::from(device_lead(device)), true),
+            Some(d) => d.owner.is_none() && d.touches.is_empty(),
+            None => true,
         };
-        self.before_change(&holder);
-        if becomes_own && !self.leads.contains_key(&holder) && self.own.owns(&holder) {
-            self.bare_device_leads += 1;
-        }
-        let dev = match self.devices.get_mut(device) {
-            Some(d) => d,
-            None => self.devices.entry(device.into()).or_default(),
-        };
+        let dev = self.device_for_change(device, None);
         let pos = insert_sorted(&mut dev.touches, c)?;
-        Some(pos + 1 < dev.touches.len())
+        let correction = pos + 1 < dev.touches.len();
+        if becomes_own {
+            let own = device_lead(device);
+            if !self.leads.contains_key(&*own) && self.own.owns(&own) {
+                self.bare_device_leads += 1;
+            }
+        }
+        Some(correction)
     }
 
     pub(super) fn add_lead_event(
@@ -122,18 +119,14 @@ impl Engine {
                 return None;
             }
         }
-        self.before_change(key);
-        let lead = match self.leads.get_mut(key) {
-            Some(l) => l,
-            None => {
-                if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
-                    if self.devices.get(d).is_some_and(Device::holds_own) {
-                        self.bare_device_leads -= 1;
-                    }
+        if !self.leads.contains_key(key) {
+            if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
+                if self.devices.get(d).is_some_and(Device::holds_own) {
+                    self.bare_device_leads -= 1;
                 }
-                self.leads.entry(key.into()).or_default()
             }
-        };
+        }
+        let lead = self.lead_for_change(key);
         let pos = insert_sorted(&mut lead.events, c)?;
         let correction = pos + 1 < lead.events.len();
         if let (Role::Signup, Some(d)) = (c.role(), device) {
@@ -156,21 +149,19 @@ impl Engine {
 
     /// Records a claim of `device`; the holders before and after replay if they changed.
     pub(super) fn claim(&mut self, device: &str, c: Claim) {
-        let dev = self.devices.entry(device.into()).or_default();
-        if !dev.won_by(&c) {
-            return;
-        }
-        let bare = dev.holds_own();
-        if let Some(before) = dev.holder(device) {
-            if bare && !self.leads.contains_key(&before) && self.own.owns(&before) {
-                self.bare_device_leads -= 1;
+        if let Some(dev) = self.devices.get(device) {
+            if !dev.won_by(&c) {
+                return;
             }
-            self.before_change(&before);
+            if dev.holds_own() {
+                let own = device_lead(device);
+                if !self.leads.contains_key(&*own) && self.own.owns(&own) {
+                    self.bare_device_leads -= 1;
+                }
+            }
         }
-        self.before_change(&c.lead);
-        if let Some(dev) = self.devices.get_mut(device) {
-            dev.owner = Some(Box::new(c));
-        }
+        let gaining = c.lead.clone();
+        self.device_for_change(device, Some(&gaining)).owner = Some(Box::new(c));
     }
 
     /// A lead's replay input: its own events and the touches of the devices it holds, sorted.

@@ -3,6 +3,7 @@
 
 use super::attribution::attribute;
 use super::compact::CompactEvent;
+use super::identity::{device_lead, Device, Lead};
 use super::Engine;
 use crate::machine::{replay_into, Path};
 use crate::rollup::write_contribution;
@@ -98,9 +99,43 @@ impl Engine {
         };
     }
 
+    /// Lead `key`, to change its events or devices. What the lead published is recorded first:
+    /// every change of what a replay reads goes through here or [`Self::device_for_change`].
+    pub(super) fn lead_for_change(&mut self, key: &str) -> &mut Lead {
+        self.before_change(key);
+        if !self.leads.contains_key(key) {
+            self.leads.insert(key.into(), Lead::default());
+        }
+        self.leads.get_mut(key).expect("inserted above")
+    }
+
+    /// Device `device`, to change its touches or its owner. What the lead holding its touches
+    /// now published is recorded first, and so is `gaining`'s (a lead about to hold them).
+    pub(super) fn device_for_change(&mut self, device: &str, gaining: Option<&str>) -> &mut Device {
+        let holder = match self.devices.get(device) {
+            Some(d) => d.holder_with_touches(device),
+            None => device_lead(device).into(),
+        };
+        self.before_change(&holder);
+        if let Some(g) = gaining {
+            self.before_change(g);
+        }
+        if !self.devices.contains_key(device) {
+            self.devices.insert(device.into(), Device::default());
+        }
+        self.devices.get_mut(device).expect("inserted above")
+    }
+
+    /// Lead `key` is replayed at the next flush though nothing of it changed here (another
+    /// member changed something it depends on).
+    pub(super) fn replay_at_next_flush(&mut self, key: &str) {
+        self.before_change(key);
+    }
+
     /// Queues an owned lead for the next flush, recording first what it published: the replay
-    /// of its inputs as they stand. Must run before anything the lead's replay reads changes.
-    pub(super) fn before_change(&mut self, key: &str) {
+    /// of its inputs as they stand. Must run before anything the lead's replay reads changes,
+    /// which is why only the accessors above call it.
+    fn before_change(&mut self, key: &str) {
         if self.dirty.contains_key(key) || !self.own.owns(key) {
             return;
         }

@@ -114,11 +114,7 @@ impl Engine {
                 && dev.touches.iter().zip(&fresh).all(|(a, b)| a.id == b.id);
             if !same {
                 // The device is another instance's, so only an owner can be a lead of ours.
-                let holder = dev.holder_with_touches(device);
-                self.before_change(&holder);
-                if let Some(dev) = self.devices.get_mut(device) {
-                    dev.touches = fresh;
-                }
+                self.device_for_change(device, None).touches = fresh;
             }
         }
         let holder = self.devices.get(device).and_then(|d| d.holder(device));
@@ -158,7 +154,7 @@ impl Engine {
         for d in devices {
             self.want_lookup(&d, trigger::RECHECK);
         }
-        self.before_change(key);
+        self.replay_at_next_flush(key);
     }
 
     /// Leads of other instances to tell to recheck, since the last call.

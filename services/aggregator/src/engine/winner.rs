@@ -87,8 +87,7 @@ impl Engine {
             .get(key)
             .and_then(|l| l.events.iter().position(|x| x.id == id));
         if let Some(pos) = in_lead {
-            self.before_change(key);
-            let removed = self.leads.get_mut(key)?.events.remove(pos);
+            let removed = self.lead_for_change(key).events.remove(pos);
             if removed.role() == Role::Signup {
                 self.withdraw_claims(key, id);
             }
@@ -97,10 +96,8 @@ impl Engine {
         let d = key.strip_prefix(DEVICE_PREFIX)?;
         let dev = self.devices.get(d)?;
         let pos = dev.touches.iter().position(|x| x.id == id)?;
-        let holder = dev.holder_with_touches(d);
         let was_bare = dev.holds_own() && !self.leads.contains_key(key) && self.own.owns(key);
-        self.before_change(&holder);
-        let dev = self.devices.get_mut(d)?;
+        let dev = self.device_for_change(d, None);
         let removed = dev.touches.remove(pos);
         if was_bare && !dev.holds_own() {
             self.bare_device_leads -= 1;
@@ -126,13 +123,11 @@ impl Engine {
                 continue;
             }
             let own_key = device_lead(&d);
-            self.before_change(&own_key);
             let bare = !self.leads.contains_key(&*own_key) && self.own.owns(&own_key);
-            if let Some(dev) = self.devices.get_mut(&d) {
-                dev.owner = None;
-                if bare && dev.holds_own() {
-                    self.bare_device_leads += 1;
-                }
+            let dev = self.device_for_change(&d, Some(&own_key));
+            dev.owner = None;
+            if bare && dev.holds_own() {
+                self.bare_device_leads += 1;
             }
             self.want_lookup(&d, 0);
         }
