@@ -10,15 +10,15 @@ use crate::decode;
 use crate::engine::{Engine, Ingested, Ownership};
 use crate::funnel::Funnels;
 use crate::internal_events as events;
-use crate::store;
-use crate::versions::{self, Versions};
-use crate::writes::{write, Note, Outbox, Unreadable};
+use crate::restore::Rebuild;
+use crate::versions::Versions;
+use crate::writes::{Outbox, Unreadable};
 use leadstream_runtime::clickhouse::{Sink, SinkError};
 use leadstream_runtime::dead_letter::Payload;
 use leadstream_runtime::group::Membership;
 use leadstream_runtime::retry::{GaveUp, Retry};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -50,7 +50,7 @@ where
 
 /// Which dependency a retried call is about (the readiness condition it blocks).
 #[derive(Debug, Clone, Copy)]
-enum Dependency {
+pub(crate) enum Dependency {
     ClickHouse,
     Kafka,
 }
@@ -86,32 +86,13 @@ pub struct Service<'a> {
     pub retry: Retry,
 }
 
-/// How a rebuild ended.
-enum Rebuild {
-    Done(Box<Engine>, Versions),
-    /// Shutdown came first.
-    Stopped,
-    /// The partitions changed hands before it finished.
-    Superseded,
-}
-
-/// How often work that polls the consumer meanwhile looks whether the group moved its
-/// partitions (and whether to pause them).
-const POLLING_CHECK: Duration = Duration::from_millis(500);
-
 /// A flush slower than this pauses the partitions while it goes on (a regular one takes less,
 /// and the messages fetched meanwhile are applied right after it).
 const FLUSH_PAUSE_AFTER: Duration = Duration::from_secs(1);
 
-/// Who this member is in `aggregator_epochs` (for people reading it).
-fn member_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "aggregator".into());
-    format!("{host}:{}", std::process::id())
-}
-
 impl Service<'_> {
     /// [`with_retry`], with readiness following the dependency: blocked while it fails.
-    async fn retried<T, F, Fut>(
+    pub(crate) async fn retried<T, F, Fut>(
         &self,
         what: &'static str,
         dependency: Dependency,
@@ -135,7 +116,7 @@ impl Service<'_> {
         r
     }
 
-    fn outbox(&self) -> Outbox<'_> {
+    pub(crate) fn outbox(&self) -> Outbox<'_> {
         Outbox {
             producer: self.producer,
             dead_letter_topic: &self.cfg.kafka.dead_letter_topic,
@@ -160,148 +141,6 @@ impl Service<'_> {
             tracing::error!(?owned, ?stitch, "normalized and stitching partitions are not assigned together; check partition.assignment.strategy");
         }
         (!owned.is_empty()).then(|| Ownership::new(self.partitions, owned))
-    }
-
-    /// [`Self::rebuild`] with the consumer still polled (see [`Self::polling`]), partitions
-    /// paused from the start; `Superseded` when they changed hands meanwhile.
-    async fn restore(
-        &self,
-        own: Ownership,
-        generation: u64,
-    ) -> (Result<Rebuild, SinkError>, Vec<OwnedMessage>) {
-        let (done, early) = self
-            .polling(self.rebuild(own), generation, Duration::ZERO, 0)
-            .await;
-        match done {
-            Some(r) => (r, early),
-            None => {
-                // Dropping the rebuild abandons its reads; the new owner rebuilds under a newer
-                // epoch, so any rows this one wrote lose to it.
-                events::restore_superseded();
-                (Ok(Rebuild::Superseded), early)
-            }
-        }
-    }
-
-    /// Runs `work` while still polling the consumer: librdkafka takes the partitions of a member
-    /// that does not poll for `max.poll.interval.ms`, so a rebuild or a flush waiting on
-    /// ClickHouse longer than that would end in a rebalance (and a rebuild, round after round).
-    /// The assigned partitions are paused once `work` has taken `pause_after`, or once
-    /// `max_early` messages came in meanwhile: then polling serves heartbeats, rebalances and
-    /// statistics and fetches nothing new. What it did deliver comes back, in order, to be
-    /// applied after `work`. `None` when the partitions changed hands meanwhile (`work` is
-    /// dropped).
-    async fn polling<T>(
-        &self,
-        work: impl std::future::Future<Output = T>,
-        generation: u64,
-        pause_after: Duration,
-        max_early: usize,
-    ) -> (Option<T>, Vec<OwnedMessage>) {
-        let context = self.consumer.context();
-        let started = Instant::now();
-        let mut paused = None;
-        let mut early = Vec::new();
-        tokio::pin!(work);
-        let mut tick = tokio::time::interval(POLLING_CHECK);
-        let result = loop {
-            if paused.is_none() && (started.elapsed() >= pause_after || early.len() >= max_early) {
-                let list = self.consumer.assignment().ok();
-                if let Some(list) = &list {
-                    if let Err(e) = self.consumer.pause(list) {
-                        tracing::warn!(error = %e, "pausing the partitions failed");
-                    }
-                }
-                paused = Some(list);
-            }
-            tokio::select! {
-                r = &mut work => break Some(r),
-                m = self.consumer.recv() => match m {
-                    Ok(m) => {
-                        self.membership.consumed();
-                        early.push(m.detach());
-                    }
-                    Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
-                },
-                _ = tick.tick() => {}
-            }
-            if context.generation.load(Ordering::SeqCst) != generation {
-                break None;
-            }
-        };
-        if let Some(before) = paused {
-            // Resume whatever is assigned now too: a pause may outlive a reassignment.
-            for list in [before, self.consumer.assignment().ok()]
-                .into_iter()
-                .flatten()
-            {
-                if let Err(e) = self.consumer.resume(&list) {
-                    tracing::warn!(error = %e, "resuming the partitions failed");
-                }
-            }
-        }
-        (result, early)
-    }
-
-    /// Takes a new epoch, rebuilds the state of the owned leads from ClickHouse and writes what
-    /// changed.
-    async fn rebuild(&self, own: Ownership) -> Result<Rebuild, SinkError> {
-        let started = Instant::now();
-        let member = member_name();
-        let reserved = self
-            .retried("epoch", Dependency::ClickHouse, || async {
-                versions::reserve(self.sink.client(), &member, own.owned().collect())
-                    .await
-                    .map_err(|e| SinkError::Transient(e.to_string()))
-            })
-            .await;
-        let Ok(reserved) = reserved else {
-            return Ok(Rebuild::Stopped);
-        };
-        let mut versions = reserved?;
-        let stale_version = versions.issue();
-        // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
-        let rebuilt = self
-            .retried("rebuild", Dependency::ClickHouse, || async {
-                store::rebuild(
-                    self.sink.client(),
-                    self.funnels.clone(),
-                    &self.cfg.state,
-                    self.cfg.attribution.lookback,
-                    own.clone(),
-                    stale_version,
-                )
-                .await
-                .map_err(|e| SinkError::Transient(e.to_string()))
-            })
-            .await;
-        let Ok(rebuilt) = rebuilt else {
-            return Ok(Rebuild::Stopped);
-        };
-        let (mut engine, rebuilt) = rebuilt?;
-        events::rebuilt(
-            rebuilt.events,
-            rebuilt.published,
-            engine.leads_held(),
-            own.owned().collect(),
-            versions.epoch(),
-            started.elapsed(),
-        );
-        let out = engine.flush(versions.issue());
-        // The rewritten buckets first, then tombstones for only those that vanished: a reader
-        // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.
-        let mut stale = rebuilt.stale_rollups;
-        store::keep_vanished(&mut stale, &out);
-        for rows in [&out, &stale] {
-            match self
-                .retried("write", Dependency::ClickHouse, || write(self.sink, rows))
-                .await
-            {
-                Err(GaveUp) => return Ok(Rebuild::Stopped),
-                Ok(r) => r?,
-            }
-        }
-        Ok(Rebuild::Done(Box::new(engine), versions))
     }
 
     /// Consumes until `shutdown`; flushes and stores offsets before returning.
@@ -521,123 +360,7 @@ impl Service<'_> {
         }
     }
 
-    /// Copy checks, lookups, rows, dead letters, rechecks: `false` when the give-up token
-    /// interrupted the retries, an error when ClickHouse refused the aggregator's own rows.
-    async fn flush(
-        &self,
-        engine: &mut Engine,
-        versions: &mut Versions,
-        dead: Vec<Unreadable>,
-    ) -> Result<bool, SinkError> {
-        let started = Instant::now();
-        // Copies first: settling one may withdraw a claim, which queues a device lookup.
-        let checks = engine.take_checks();
-        if !checks.is_empty() {
-            let found = self
-                .retried("copies", Dependency::ClickHouse, || async {
-                    store::copies_of(self.sink.client(), &checks)
-                        .await
-                        .map_err(|e| SinkError::Transient(e.to_string()))
-                })
-                .await;
-            match found {
-                Err(GaveUp) => return Ok(false),
-                Ok(Err(e)) => tracing::error!(error = %e, "copy check failed"),
-                Ok(Ok(found)) => {
-                    for (c, copies) in checks.iter().zip(found) {
-                        engine.settle(c, &copies);
-                    }
-                    events::copies_checked(checks.len());
-                }
-            }
-        }
-        let lookups = engine.take_lookups();
-        if !lookups.is_empty() {
-            let found = self
-                .retried("lookup", Dependency::ClickHouse, || async {
-                    store::lookup(self.sink.client(), &lookups)
-                        .await
-                        .map_err(|e| SinkError::Transient(e.to_string()))
-                })
-                .await;
-            match found {
-                Err(GaveUp) => return Ok(false),
-                Ok(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
-                Ok(Ok(found)) => {
-                    for (l, f) in lookups.iter().zip(found) {
-                        engine.learn(l, &f.claims, &f.touches);
-                    }
-                    events::looked_up(lookups.len());
-                }
-            }
-        }
-        let out = engine.flush(versions.issue());
-        match self
-            .retried("write", Dependency::ClickHouse, || write(self.sink, &out))
-            .await
-        {
-            Err(GaveUp) => return Ok(false),
-            Ok(Err(e)) => {
-                // Our own rows were refused: a schema mismatch, not bad input. Storing the
-                // offsets now would lose these rows, so the aggregator stops (offsets where they
-                // were); the next start rebuilds and writes everything again.
-                tracing::error!(error = %e, rows = out.transitions.len() + out.leads.len(), "clickhouse refused aggregator rows");
-                return Err(e);
-            }
-            Ok(Ok(())) => {
-                events::flushed(
-                    &out.by_kind,
-                    out.transitions.len() + out.leads.len(),
-                    out.replayed,
-                    started.elapsed(),
-                );
-                self.health
-                    .last_flush_ms
-                    .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-                self.publish_health(engine);
-            }
-        }
-        let outbox = self.outbox();
-        if !dead.is_empty() {
-            match self
-                .retried("dead_letter", Dependency::Kafka, || {
-                    outbox.dead_letters(&dead)
-                })
-                .await
-            {
-                Err(GaveUp) => return Ok(false),
-                Ok(Err(e)) => tracing::error!(error = %e, "dead letters refused"),
-                Ok(Ok(())) => {}
-            }
-        }
-        let notes: Vec<Note> = engine
-            .take_notifications()
-            .into_iter()
-            .map(|lead| Note { lead, copy: None })
-            .chain(
-                engine
-                    .take_copy_notifications()
-                    .into_iter()
-                    .map(|(lead, t, id)| Note {
-                        lead,
-                        copy: Some((t, id)),
-                    }),
-            )
-            .collect();
-        if !notes.is_empty() {
-            match self
-                .retried("recheck", Dependency::Kafka, || outbox.rechecks(&notes))
-                .await
-            {
-                Err(GaveUp) => return Ok(false),
-                Ok(Err(e)) => tracing::error!(error = %e, "recheck messages refused"),
-                Ok(Ok(())) => events::rechecks_sent(notes.len()),
-            }
-        }
-        Ok(true)
-    }
-
-    fn publish_health(&self, engine: &Engine) {
+    pub(crate) fn publish_health(&self, engine: &Engine) {
         self.health
             .newest_event_ms
             .store(engine.watermark_ms().max(0), Ordering::Relaxed);

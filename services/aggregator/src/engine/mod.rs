@@ -74,7 +74,7 @@ pub struct Output {
     pub leads: Vec<LeadFunnelRow>,
     /// Events later than the allowed lateness since the last flush.
     pub late_events: Vec<LateEventRow>,
-    /// Live transition rows written, by kind (rewrites included), in [`Kind::ALL`] order.
+    /// Live transition rows written, by kind (rewrites included), in [`crate::machine::Kind::ALL`] order.
     pub by_kind: [u64; 6],
     /// Leads replayed.
     pub replayed: u64,

@@ -1,0 +1,131 @@
+//! One flush: copy checks and device lookups against ClickHouse, the engine's rows written,
+//! then dead letters and rechecks produced.
+
+use crate::engine::Engine;
+use crate::internal_events as events;
+use crate::service::{Dependency, Service};
+use crate::store;
+use crate::versions::Versions;
+use crate::writes::{write, Note, Unreadable};
+use leadstream_runtime::clickhouse::SinkError;
+use leadstream_runtime::retry::GaveUp;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Service<'_> {
+    /// Copy checks, lookups, rows, dead letters, rechecks: `false` when the give-up token
+    /// interrupted the retries, an error when ClickHouse refused the aggregator's own rows.
+    pub(crate) async fn flush(
+        &self,
+        engine: &mut Engine,
+        versions: &mut Versions,
+        dead: Vec<Unreadable>,
+    ) -> Result<bool, SinkError> {
+        let started = Instant::now();
+        // Copies first: settling one may withdraw a claim, which queues a device lookup.
+        let checks = engine.take_checks();
+        if !checks.is_empty() {
+            let found = self
+                .retried("copies", Dependency::ClickHouse, || async {
+                    store::copies_of(self.sink.client(), &checks)
+                        .await
+                        .map_err(|e| SinkError::Transient(e.to_string()))
+                })
+                .await;
+            match found {
+                Err(GaveUp) => return Ok(false),
+                Ok(Err(e)) => tracing::error!(error = %e, "copy check failed"),
+                Ok(Ok(found)) => {
+                    for (c, copies) in checks.iter().zip(found) {
+                        engine.settle(c, &copies);
+                    }
+                    events::copies_checked(checks.len());
+                }
+            }
+        }
+        let lookups = engine.take_lookups();
+        if !lookups.is_empty() {
+            let found = self
+                .retried("lookup", Dependency::ClickHouse, || async {
+                    store::lookup(self.sink.client(), &lookups)
+                        .await
+                        .map_err(|e| SinkError::Transient(e.to_string()))
+                })
+                .await;
+            match found {
+                Err(GaveUp) => return Ok(false),
+                Ok(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
+                Ok(Ok(found)) => {
+                    for (l, f) in lookups.iter().zip(found) {
+                        engine.learn(l, &f.claims, &f.touches);
+                    }
+                    events::looked_up(lookups.len());
+                }
+            }
+        }
+        let out = engine.flush(versions.issue());
+        match self
+            .retried("write", Dependency::ClickHouse, || write(self.sink, &out))
+            .await
+        {
+            Err(GaveUp) => return Ok(false),
+            Ok(Err(e)) => {
+                // Our own rows were refused: a schema mismatch, not bad input. Storing the
+                // offsets now would lose these rows, so the aggregator stops (offsets where they
+                // were); the next start rebuilds and writes everything again.
+                tracing::error!(error = %e, rows = out.transitions.len() + out.leads.len(), "clickhouse refused aggregator rows");
+                return Err(e);
+            }
+            Ok(Ok(())) => {
+                events::flushed(
+                    &out.by_kind,
+                    out.transitions.len() + out.leads.len(),
+                    out.replayed,
+                    started.elapsed(),
+                );
+                self.health
+                    .last_flush_ms
+                    .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                self.publish_health(engine);
+            }
+        }
+        let outbox = self.outbox();
+        if !dead.is_empty() {
+            match self
+                .retried("dead_letter", Dependency::Kafka, || {
+                    outbox.dead_letters(&dead)
+                })
+                .await
+            {
+                Err(GaveUp) => return Ok(false),
+                Ok(Err(e)) => tracing::error!(error = %e, "dead letters refused"),
+                Ok(Ok(())) => {}
+            }
+        }
+        let notes: Vec<Note> = engine
+            .take_notifications()
+            .into_iter()
+            .map(|lead| Note { lead, copy: None })
+            .chain(
+                engine
+                    .take_copy_notifications()
+                    .into_iter()
+                    .map(|(lead, t, id)| Note {
+                        lead,
+                        copy: Some((t, id)),
+                    }),
+            )
+            .collect();
+        if !notes.is_empty() {
+            match self
+                .retried("recheck", Dependency::Kafka, || outbox.rechecks(&notes))
+                .await
+            {
+                Err(GaveUp) => return Ok(false),
+                Ok(Err(e)) => tracing::error!(error = %e, "recheck messages refused"),
+                Ok(Ok(())) => events::rechecks_sent(notes.len()),
+            }
+        }
+        Ok(true)
+    }
+}

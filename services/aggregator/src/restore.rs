@@ -1,0 +1,179 @@
+//! Restoring the owned partitions' state when the group assigns them: a new epoch, the rebuild
+//! from ClickHouse, and the consumer kept polling meanwhile (also during flushes), so no long
+//! rebuild or ClickHouse outage gets the member taken out of the group.
+
+use crate::engine::{Engine, Ownership};
+use crate::internal_events as events;
+use crate::service::{Dependency, Service};
+use crate::store;
+use crate::versions::{self, Versions};
+use crate::writes::write;
+use leadstream_runtime::clickhouse::SinkError;
+use leadstream_runtime::retry::GaveUp;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::OwnedMessage;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How a rebuild ended.
+pub(crate) enum Rebuild {
+    Done(Box<Engine>, Versions),
+    /// Shutdown came first.
+    Stopped,
+    /// The partitions changed hands before it finished.
+    Superseded,
+}
+
+/// How often work that polls the consumer meanwhile looks whether the group moved its
+/// partitions (and whether to pause them).
+const POLLING_CHECK: Duration = Duration::from_millis(500);
+
+/// Who this member is in `aggregator_epochs` (for people reading it).
+fn member_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "aggregator".into());
+    format!("{host}:{}", std::process::id())
+}
+
+impl Service<'_> {
+    /// [`Self::rebuild`] with the consumer still polled (see [`Self::polling`]), partitions
+    /// paused from the start; `Superseded` when they changed hands meanwhile.
+    pub(crate) async fn restore(
+        &self,
+        own: Ownership,
+        generation: u64,
+    ) -> (Result<Rebuild, SinkError>, Vec<OwnedMessage>) {
+        let (done, early) = self
+            .polling(self.rebuild(own), generation, Duration::ZERO, 0)
+            .await;
+        match done {
+            Some(r) => (r, early),
+            None => {
+                // Dropping the rebuild abandons its reads; the new owner rebuilds under a newer
+                // epoch, so any rows this one wrote lose to it.
+                events::restore_superseded();
+                (Ok(Rebuild::Superseded), early)
+            }
+        }
+    }
+
+    /// Runs `work` while still polling the consumer: librdkafka takes the partitions of a member
+    /// that does not poll for `max.poll.interval.ms`, so a rebuild or a flush waiting on
+    /// ClickHouse longer than that would end in a rebalance (and a rebuild, round after round).
+    /// The assigned partitions are paused once `work` has taken `pause_after`, or once
+    /// `max_early` messages came in meanwhile: then polling serves heartbeats, rebalances and
+    /// statistics and fetches nothing new. What it did deliver comes back, in order, to be
+    /// applied after `work`. `None` when the partitions changed hands meanwhile (`work` is
+    /// dropped).
+    pub(crate) async fn polling<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        generation: u64,
+        pause_after: Duration,
+        max_early: usize,
+    ) -> (Option<T>, Vec<OwnedMessage>) {
+        let context = self.consumer.context();
+        let started = Instant::now();
+        let mut paused = None;
+        let mut early = Vec::new();
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(POLLING_CHECK);
+        let result = loop {
+            if paused.is_none() && (started.elapsed() >= pause_after || early.len() >= max_early) {
+                let list = self.consumer.assignment().ok();
+                if let Some(list) = &list {
+                    if let Err(e) = self.consumer.pause(list) {
+                        tracing::warn!(error = %e, "pausing the partitions failed");
+                    }
+                }
+                paused = Some(list);
+            }
+            tokio::select! {
+                r = &mut work => break Some(r),
+                m = self.consumer.recv() => match m {
+                    Ok(m) => {
+                        self.membership.consumed();
+                        early.push(m.detach());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
+                },
+                _ = tick.tick() => {}
+            }
+            if context.generation.load(Ordering::SeqCst) != generation {
+                break None;
+            }
+        };
+        if let Some(before) = paused {
+            // Resume whatever is assigned now too: a pause may outlive a reassignment.
+            for list in [before, self.consumer.assignment().ok()]
+                .into_iter()
+                .flatten()
+            {
+                if let Err(e) = self.consumer.resume(&list) {
+                    tracing::warn!(error = %e, "resuming the partitions failed");
+                }
+            }
+        }
+        (result, early)
+    }
+
+    /// Takes a new epoch, rebuilds the state of the owned leads from ClickHouse and writes what
+    /// changed.
+    pub(crate) async fn rebuild(&self, own: Ownership) -> Result<Rebuild, SinkError> {
+        let started = Instant::now();
+        let member = member_name();
+        let reserved = self
+            .retried("epoch", Dependency::ClickHouse, || async {
+                versions::reserve(self.sink.client(), &member, own.owned().collect())
+                    .await
+                    .map_err(|e| SinkError::Transient(e.to_string()))
+            })
+            .await;
+        let Ok(reserved) = reserved else {
+            return Ok(Rebuild::Stopped);
+        };
+        let mut versions = reserved?;
+        let stale_version = versions.issue();
+        // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
+        let rebuilt = self
+            .retried("rebuild", Dependency::ClickHouse, || async {
+                store::rebuild(
+                    self.sink.client(),
+                    self.funnels.clone(),
+                    &self.cfg.state,
+                    self.cfg.attribution.lookback,
+                    own.clone(),
+                    stale_version,
+                )
+                .await
+                .map_err(|e| SinkError::Transient(e.to_string()))
+            })
+            .await;
+        let Ok(rebuilt) = rebuilt else {
+            return Ok(Rebuild::Stopped);
+        };
+        let (mut engine, rebuilt) = rebuilt?;
+        events::rebuilt(
+            rebuilt.events,
+            rebuilt.published,
+            engine.leads_held(),
+            own.owned().collect(),
+            versions.epoch(),
+            started.elapsed(),
+        );
+        let out = engine.flush(versions.issue());
+        // The rewritten buckets first, then tombstones for only those that vanished: a reader
+        // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.
+        let mut stale = rebuilt.stale_rollups;
+        store::keep_vanished(&mut stale, &out);
+        for rows in [&out, &stale] {
+            match self
+                .retried("write", Dependency::ClickHouse, || write(self.sink, rows))
+                .await
+            {
+                Err(GaveUp) => return Ok(Rebuild::Stopped),
+                Ok(r) => r?,
+            }
+        }
+        Ok(Rebuild::Done(Box::new(engine), versions))
+    }
+}
