@@ -5,7 +5,7 @@
 
 use crate::aggregator::api_matches_truth;
 use crate::process::{config_file, is_alive, spawn_aggregator, spawn_collector_binary, Running};
-use crate::{committed_vs_end_on, eventually, free_addr, metric, query_json, query_u64, World};
+use crate::{eventually, free_addr, metric, query_json, query_u64, World};
 use leadstream_generator::truth::{Truth, TruthBuilder};
 use leadstream_generator::{GeneratorConfig, Label, Schedule};
 use rdkafka::producer::FutureRecord;
@@ -342,24 +342,15 @@ pub async fn assert_exact(w: &World, sent: &Sent, answering: &[&str], limit: Dur
         .collect();
     let derived = vec![w.normalized_topic(), w.stitch_topic()];
     for (group, topics) in [(collector_group, sources), (aggregator_group, derived)] {
-        let done = eventually(
+        crate::assert_eventually_committed_to_end(
+            &w.brokers,
+            &group,
+            &topics,
+            w.partitions,
             limit,
-            || async {
-                Some(
-                    committed_vs_end_on(&w.brokers, &group, &topics, w.partitions)
-                        .iter()
-                        .all(|(_, _, committed, end)| committed.max(&0) == end),
-                )
-            },
-            |done| *done,
+            &format!("{group} committed every partition to the end"),
         )
         .await;
-        assert_eq!(
-            done,
-            Some(true),
-            "{group} committed every partition to the end: {:?}",
-            committed_vs_end_on(&w.brokers, &group, &topics, w.partitions)
-        );
     }
 }
 

@@ -454,6 +454,36 @@ pub fn assert_committed_to_end(group: &str, topics: &[String], partitions: i32, 
     }
 }
 
+/// Waits (up to `limit`) until `group` on `brokers` committed every partition of `topics` up to
+/// its end, then asserts it, naming `context` and every partition's offsets.
+pub async fn assert_eventually_committed_to_end(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+    limit: Duration,
+    context: &str,
+) {
+    let done = eventually(
+        limit,
+        || async {
+            Some(
+                committed_vs_end_on(brokers, group, topics, partitions)
+                    .iter()
+                    .all(|(_, _, committed, end)| committed.max(&0) == end),
+            )
+        },
+        |done| *done,
+    )
+    .await;
+    assert_eq!(
+        done,
+        Some(true),
+        "{context}: {:?}",
+        committed_vs_end_on(brokers, group, topics, partitions)
+    );
+}
+
 impl World {
     /// An aggregator configuration for this world, serving on `listen`: the shipped defaults
     /// (= `config/aggregator.yaml`: its own consumer group, the shipped Kafka properties)

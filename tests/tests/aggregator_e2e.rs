@@ -61,24 +61,15 @@ async fn seeded_run_answers_equal_the_truth_across_a_kill_9() {
     // Second instance, same group: rebuilds from ClickHouse, resumes from the committed offsets.
     let mut second = spawn_aggregator(&cfg_file);
     let normalized = [w.normalized_topic()];
-    let caught_up = eventually(
+    assert_eventually_committed_to_end(
+        &w.brokers,
+        &group,
+        &normalized,
+        w.partitions,
         Duration::from_secs(120),
-        || async {
-            Some(
-                committed_vs_end(&group, &normalized, w.partitions)
-                    .iter()
-                    .all(|(_, _, committed, end)| committed.max(&0) == end),
-            )
-        },
-        |done| *done,
+        "the aggregator committed the whole normalized topic",
     )
     .await;
-    assert_eq!(
-        caught_up,
-        Some(true),
-        "the aggregator committed the whole normalized topic: {:?}",
-        committed_vs_end(&group, &normalized, w.partitions)
-    );
     let verdict = eventually(
         Duration::from_secs(60),
         || async { Some(api_matches_truth(&addr, &truth).await) },

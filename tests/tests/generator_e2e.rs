@@ -75,23 +75,15 @@ async fn seeded_traffic_lands_exactly_once_and_dead_letters_match_the_truth() {
     )
     .await;
     assert_eq!(dead, Some(m.poison), "dead letters in ClickHouse");
-    let all_read = eventually(
+    assert_eventually_committed_to_end(
+        &w.brokers,
+        &group,
+        &sources,
+        w.partitions,
         std::time::Duration::from_secs(90),
-        || async {
-            Some(
-                committed_vs_end(&group, &sources, w.partitions)
-                    .iter()
-                    .all(|(_, _, committed, end)| committed.max(&0) == end),
-            )
-        },
-        |done| *done,
+        "the collector committed every source partition",
     )
     .await;
-    assert_eq!(
-        all_read,
-        Some(true),
-        "the collector committed every source partition"
-    );
     stop_collector(collector).await;
 
     // Exactly the valid events, once each: the same ids, no more rows than ids.
