@@ -6,12 +6,14 @@
 //! `LEADSTREAM_FAULT_LEADS` and `LEADSTREAM_FAULT_KILLS` scale it up (`scripts/soak.sh`).
 #![allow(missing_docs)]
 
+use leadstream_schemas::partition::kafka_partition;
 use leadstream_schemas::SourceKind;
 use leadstream_tests::faults::{
     assert_exact, feed, kill_repeatedly, kills, leads, not_ready_because, settle, unreadable,
     Service,
 };
 use leadstream_tests::*;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const SIGTERM_LIMIT: Duration = Duration::from_secs(10);
@@ -216,25 +218,40 @@ async fn members_restoring_or_flushing_through_an_outage_stay_in_the_group() {
         "no member left the group during its restore (rebalances counted on A and B)"
     );
     // A flush waiting for ClickHouse keeps polling as well: rechecks of devices the members
-    // hold make their next flushes read ClickHouse while it is away.
-    let devices = query_json(
+    // hold (anonymous touches, so the owner of `device:<id>` holds the device) make their next
+    // flushes look the devices up while ClickHouse is away. Some on every partition, so every
+    // member gets some whatever it owns.
+    let touched = query_json(
         &ch.url,
         &w.database,
-        "SELECT DISTINCT device_id FROM lead_events_unique WHERE device_id != '' LIMIT 60",
+        "SELECT DISTINCT device_id FROM lead_events_unique WHERE lead_id = '' AND device_id != ''",
     )
     .await
     .expect("devices");
+    let mut per_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for d in &touched {
+        let key = format!("device:{}", d["device_id"].as_str().expect("device_id"));
+        let p = kafka_partition(key.as_bytes(), w.partitions as u32);
+        let keys = per_partition.entry(p).or_default();
+        if keys.len() < 20 {
+            keys.push(key);
+        }
+    }
+    assert_eq!(
+        per_partition.len(),
+        w.partitions as usize,
+        "touched devices on every partition"
+    );
     ch.stop();
     let producer = producer_on(&w.brokers);
-    for d in &devices {
-        let key = format!("device:{}", d["device_id"].as_str().expect("device_id"));
+    for key in per_partition.values().flatten() {
         let payload = serde_json::json!({ "recheck": key }).to_string();
-        produce(&producer, &w.stitch_topic(), Some(&key), payload.as_bytes()).await;
+        produce(&producer, &w.stitch_topic(), Some(key), payload.as_bytes()).await;
     }
     for s in [&a, &b] {
         let blocked = eventually(
             Duration::from_secs(30),
-            || async { Some(not_ready_because(&s.addr, "clickhouse").await) },
+            || async { Some(flushing_into_the_outage(&s.addr).await) },
             |r| *r,
         )
         .await;
@@ -273,6 +290,16 @@ async fn members_restoring_or_flushing_through_an_outage_stay_in_the_group() {
 async fn restoring(addr: &str) -> bool {
     process::readyz(addr).await.is_some_and(|(ready, body)| {
         !ready && body.contains("rebuild") && !body.contains("owns no partitions")
+    })
+}
+
+/// Not ready because a flush's ClickHouse call keeps failing (not merely the health ping).
+async fn flushing_into_the_outage(addr: &str) -> bool {
+    process::readyz(addr).await.is_some_and(|(ready, body)| {
+        !ready
+            && ["copies", "lookup", "write"]
+                .iter()
+                .any(|call| body.contains(&format!("clickhouse: {call} failing")))
     })
 }
 
