@@ -64,6 +64,17 @@ impl Dependency {
     }
 }
 
+/// What was consumed since the last flush.
+#[derive(Default)]
+struct Batch {
+    /// Per topic-partition, the newest offset the next flush covers.
+    offsets: BTreeMap<(String, i32), i64>,
+    /// Unreadable messages, for the dead-letter topic.
+    dead: Vec<Unreadable>,
+    /// Messages taken in.
+    messages: usize,
+}
+
 /// Everything the consume loop works with.
 pub struct Service<'a> {
     /// Settings.
@@ -149,11 +160,9 @@ impl Service<'_> {
         let mut versions = Versions::of_epoch(0);
         let mut generation = u64::MAX;
         let mut engine: Option<Box<Engine>> = None;
-        let mut pending: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let mut since_flush = 0usize;
+        let mut batch = Batch::default();
         let mut deadline = Instant::now() + self.cfg.batch.flush_interval;
         let mut held: Option<rdkafka::message::OwnedMessage> = None;
-        let mut dead: Vec<Unreadable> = Vec::new();
         loop {
             let now_gen = context.generation.load(Ordering::SeqCst);
             if now_gen != generation {
@@ -161,9 +170,7 @@ impl Service<'_> {
                 // delivered again from the committed offsets) and rebuild for the new set.
                 generation = now_gen;
                 engine = None;
-                pending.clear();
-                dead.clear();
-                since_flush = 0;
+                batch = Batch::default();
                 self.health
                     .readiness
                     .block("rebuild", "rebuilding the owned partitions' state");
@@ -180,10 +187,7 @@ impl Service<'_> {
                             // pause took hold: it comes after the state just read, in order.
                             for m in &early {
                                 if e.ownership().owned().any(|p| p as i32 == m.partition()) {
-                                    dead.extend(self.apply(&mut e, m));
-                                    pending
-                                        .insert((m.topic().to_string(), m.partition()), m.offset());
-                                    since_flush += 1;
+                                    self.take_in(&mut e, m, &mut batch);
                                 }
                             }
                             self.publish_health(&e);
@@ -205,17 +209,15 @@ impl Service<'_> {
                     continue;
                 };
                 if e.ownership().owned().any(|p| p as i32 == m.partition()) {
-                    dead.extend(self.apply(e, &m));
-                    pending.insert((m.topic().to_string(), m.partition()), m.offset());
-                    since_flush += 1;
+                    self.take_in(e, &m, &mut batch);
                 }
             }
             let stop = shutdown.is_cancelled();
-            let due = since_flush >= self.cfg.batch.max_events
-                || (since_flush > 0 && Instant::now() >= deadline);
+            let due = batch.messages >= self.cfg.batch.max_events
+                || (batch.messages > 0 && Instant::now() >= deadline);
             if let Some(e) = engine.as_deref_mut() {
-                if (due || stop) && (since_flush > 0 || e.pending() > 0) {
-                    let flush = self.flush(e, &mut versions, std::mem::take(&mut dead));
+                if (due || stop) && (batch.messages > 0 || e.pending() > 0) {
+                    let flush = self.flush(e, &mut versions, std::mem::take(&mut batch.dead));
                     let (flushed, early) = self
                         .polling(
                             flush,
@@ -236,17 +238,14 @@ impl Service<'_> {
                     if context.generation.load(Ordering::SeqCst) != generation {
                         continue;
                     }
-                    for ((topic, partition), offset) in std::mem::take(&mut pending) {
+                    for ((topic, partition), offset) in std::mem::take(&mut batch).offsets {
                         if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
                             tracing::warn!(topic, partition, offset, error = %e, "storing offset failed");
                         }
                     }
-                    since_flush = 0;
                     // What came in while the flush ran belongs to the next one.
                     for m in &early {
-                        dead.extend(self.apply(e, m));
-                        pending.insert((m.topic().to_string(), m.partition()), m.offset());
-                        since_flush += 1;
+                        self.take_in(e, m, &mut batch);
                     }
                 }
             }
@@ -267,7 +266,7 @@ impl Service<'_> {
                 }
                 return Ok(());
             }
-            if since_flush == 0 && engine.as_ref().is_none_or(|e| e.pending() == 0) {
+            if batch.messages == 0 && engine.as_ref().is_none_or(|e| e.pending() == 0) {
                 // Idle: the flush clock starts with the next message.
                 deadline = Instant::now() + self.cfg.batch.flush_interval;
             }
@@ -296,11 +295,19 @@ impl Service<'_> {
                 held = Some(m.detach());
                 continue;
             };
-            dead.extend(self.apply(e, &m));
-            // rdkafka's store_offset takes the message's own offset (it commits the next one).
-            pending.insert((m.topic().to_string(), m.partition()), m.offset());
-            since_flush += 1;
+            self.take_in(e, &m, &mut batch);
         }
+    }
+
+    /// Applies one consumed message and adds it to `batch`: its offset is stored once the flush
+    /// covering it went through, and an unreadable one is dead-lettered by that flush.
+    fn take_in(&self, engine: &mut Engine, m: &impl Message, batch: &mut Batch) {
+        batch.dead.extend(self.apply(engine, m));
+        // rdkafka's store_offset takes the message's own offset (it commits the next one).
+        batch
+            .offsets
+            .insert((m.topic().to_string(), m.partition()), m.offset());
+        batch.messages += 1;
     }
 
     /// Applies one consumed message to the engine; an unreadable one comes back for the
