@@ -71,6 +71,11 @@ const SINGLE: &[Migration] = &[
         name: "copies_and_epochs",
         sql: include_str!("../migrations/single/0009_copies_and_epochs.sql"),
     },
+    Migration {
+        version: 10,
+        name: "aggregator_checkpoints",
+        sql: include_str!("../migrations/single/0010_aggregator_checkpoints.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
@@ -118,6 +123,11 @@ const CLUSTER: &[Migration] = &[
         version: 9,
         name: "copies_and_epochs",
         sql: include_str!("../migrations/cluster/0009_copies_and_epochs.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "aggregator_checkpoints",
+        sql: include_str!("../migrations/cluster/0010_aggregator_checkpoints.sql"),
     },
 ];
 

@@ -9,8 +9,8 @@
 use leadstream_schemas::partition::kafka_partition;
 use leadstream_schemas::SourceKind;
 use leadstream_tests::faults::{
-    assert_exact, feed, kill_repeatedly, kills, leads, not_ready_because, settle, unreadable,
-    Service,
+    assert_exact, feed, kill_repeatedly, kills, labelled_sum, leads, not_ready_because, settle,
+    unreadable, Service,
 };
 use leadstream_tests::*;
 use std::collections::BTreeMap;
@@ -26,33 +26,90 @@ fn feed_seconds() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_killed_five_times_mid_stream() {
-    killed_mid_stream("fault_kill_collector", Victim::Collector, 1).await;
+    killed_mid_stream("fault_kill_collector", 1).await;
 }
 
+/// The aggregator killed with SIGKILL five times mid-stream: every restart after the first
+/// checkpoint loads the checkpoints and reads no history
+/// (`leadstream_aggregator_rebuilds_total` stays 0 in every restarted process), on a feed of
+/// 20k leads (`LEADSTREAM_CHECKPOINT_LEADS`) with late events and duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_aggregator_killed_five_times_mid_stream() {
-    killed_mid_stream("fault_kill_aggregator", Victim::Aggregator, 2).await;
+async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints() {
+    use rand::{Rng, SeedableRng};
+    let leads = std::env::var("LEADSTREAM_CHECKPOINT_LEADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let w = World::new("fault_kill_aggregator", 3).await;
+    let mut col = Service::collector(&w);
+    let mut agg = Service::aggregator(&w);
+    col.start();
+    agg.start();
+    let sending = feed(&w, 102, leads, feed_seconds(), |_| {});
+    // The first process has nothing to restore: it rebuilds (from an empty history) and writes
+    // its first checkpoint right away.
+    let first = eventually(
+        Duration::from_secs(120),
+        || async { Some(labelled_sum(&agg.addr, "leadstream_aggregator_checkpoints_total").await) },
+        |n| *n >= 1.0,
+    )
+    .await;
+    assert!(
+        first.is_some_and(|n| n >= 1.0),
+        "the first process checkpoints"
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    for kill in 1..=kills() {
+        agg.wait_for_progress().await;
+        let pause = rng.random_range(0..=3000);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        agg.kill9();
+        agg.start();
+        let restored = eventually(
+            Duration::from_secs(120),
+            || async {
+                Some(
+                    labelled_sum(&agg.addr, "leadstream_aggregator_checkpoint_restores_total")
+                        .await,
+                )
+            },
+            |n| *n >= 1.0,
+        )
+        .await;
+        assert!(
+            restored.is_some_and(|n| n >= 1.0),
+            "restart {kill} restores from the checkpoints"
+        );
+        let bytes = labelled_sum(
+            &agg.addr,
+            "leadstream_aggregator_checkpoint_restored_bytes_total",
+        )
+        .await;
+        assert!(bytes > 0.0, "restart {kill} loaded state ({bytes} bytes)");
+        let rebuilds = labelled_sum(&agg.addr, "leadstream_aggregator_rebuilds_total").await;
+        let history = labelled_sum(&agg.addr, "leadstream_aggregator_rebuilt_events_total").await;
+        assert_eq!(
+            (rebuilds, history),
+            (0.0, 0.0),
+            "restart {kill} did not rebuild from history"
+        );
+    }
+    let sent = sending.await.expect("feed");
+    assert_exact(&w, &sent, &[&agg.addr], settle()).await;
+    col.terminate(SIGTERM_LIMIT);
+    agg.terminate(SIGTERM_LIMIT);
 }
 
-enum Victim {
-    Collector,
-    Aggregator,
-}
-
-/// `victim` killed with SIGKILL `kills()` times at random moments (after progress, 0–3 s
-/// later) while the feed arrives, restarted each time; the other service runs throughout.
-async fn killed_mid_stream(name: &str, victim: Victim, seed: u64) {
+/// The collector killed with SIGKILL `kills()` times at random moments (after progress, 0–3 s
+/// later) while the feed arrives, restarted each time; the aggregator runs throughout.
+async fn killed_mid_stream(name: &str, seed: u64) {
     let w = World::new(name, 3).await;
     let mut col = Service::collector(&w);
     let mut agg = Service::aggregator(&w);
-    let (survivor, target) = match victim {
-        Victim::Collector => (&mut agg, &mut col),
-        Victim::Aggregator => (&mut col, &mut agg),
-    };
-    survivor.start();
-    target.start();
+    agg.start();
+    col.start();
     let sending = feed(&w, 100 + seed, leads(), feed_seconds(), |_| {});
-    kill_repeatedly(target, kills(), Duration::from_secs(3), seed).await;
+    kill_repeatedly(&mut col, kills(), Duration::from_secs(3), seed).await;
     let sent = sending.await.expect("feed");
     assert_exact(&w, &sent, &[&agg.addr], settle()).await;
     col.terminate(SIGTERM_LIMIT);

@@ -98,6 +98,11 @@ pub struct StateConfig {
     /// (`leadstream_aggregator_touches_capped_total`) and dropped: a hot key (a placeholder id
     /// the collector's screening missed, a bot) would otherwise make every touch replay them all.
     pub max_touches_per_device: usize,
+    /// How often the owned partitions' state is checkpointed to ClickHouse
+    /// (`aggregator_checkpoints`). Offsets are committed only with a checkpoint, so a restart
+    /// loads it and replays at most this much of the Kafka tail, instead of all history.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
 }
 
 /// Which touches attribute a lead.
@@ -175,6 +180,7 @@ impl Default for AggregatorConfig {
             state: StateConfig {
                 allowed_lateness: Duration::from_secs(3600),
                 max_touches_per_device: crate::engine::DEFAULT_TOUCH_CAP,
+                checkpoint_interval: Duration::from_secs(10),
             },
             attribution: AttributionConfig {
                 lookback: Duration::from_secs(30 * 86_400),
@@ -258,6 +264,9 @@ impl AggregatorConfig {
         self.clickhouse.validate()?;
         if self.state.allowed_lateness.is_zero() {
             return Err(invalid("state.allowed_lateness", "must be positive"));
+        }
+        if self.state.checkpoint_interval.is_zero() {
+            return Err(invalid("state.checkpoint_interval", "must be positive"));
         }
         if self.state.max_touches_per_device == 0 {
             return Err(invalid("state.max_touches_per_device", "must be positive"));

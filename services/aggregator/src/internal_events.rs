@@ -27,6 +27,51 @@ pub fn rebuilt(
     metrics::gauge!("leadstream_aggregator_partitions_owned").set(partitions.len() as f64);
 }
 
+/// The state of the owned partitions was loaded from their checkpoints (no history read).
+pub fn restored_from_checkpoints(
+    bytes: u64,
+    leads: usize,
+    stale_leads: usize,
+    partitions: Vec<u32>,
+    epoch: u64,
+    elapsed: Duration,
+) {
+    tracing::info!(
+        bytes,
+        leads_held = leads,
+        stale_leads,
+        ?partitions,
+        epoch,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "state restored from checkpoints"
+    );
+    metrics::counter!("leadstream_aggregator_checkpoint_restores_total").increment(1);
+    metrics::counter!("leadstream_aggregator_checkpoint_restored_bytes_total").increment(bytes);
+    metrics::gauge!("leadstream_aggregator_partitions_owned").set(partitions.len() as f64);
+}
+
+/// The checkpoints could not be used; the state is rebuilt from history instead.
+pub fn checkpoints_unusable(why: &str) {
+    tracing::info!(
+        why,
+        "no usable checkpoint for the owned partitions; rebuilding from clickhouse"
+    );
+}
+
+/// The owned partitions' state was checkpointed.
+pub fn checkpointed(partitions: usize, bytes: usize, encoded: Duration, elapsed: Duration) {
+    tracing::debug!(
+        partitions,
+        bytes,
+        encode_ms = encoded.as_millis() as u64,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "checkpoint written"
+    );
+    metrics::counter!("leadstream_aggregator_checkpoints_total").increment(1);
+    metrics::gauge!("leadstream_aggregator_checkpoint_bytes").set(bytes as f64);
+    metrics::histogram!("leadstream_aggregator_checkpoint_seconds").record(elapsed.as_secs_f64());
+}
+
 /// A message of the normalized topic was read and applied (or recognised as a duplicate).
 pub fn event_processed(duplicate: bool, late: bool, too_late: bool, correction: bool) {
     metrics::counter!("leadstream_aggregator_events_total", "outcome" => if duplicate { "duplicate" } else { "applied" }).increment(1);

@@ -3,6 +3,7 @@
 //! funnel questions (flow, cohort conversion, occupancy, losses, channel mix, A/B) over HTTP.
 
 pub mod api;
+mod checkpoint;
 pub mod config;
 pub mod context;
 pub mod copies;

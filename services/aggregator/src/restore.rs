@@ -1,11 +1,11 @@
-//! Restoring the owned partitions' state when the group assigns them: a new epoch, the rebuild
-//! from ClickHouse, and the consumer kept polling meanwhile (also during flushes), so no long
+//! Restoring the owned partitions' state when the group assigns them: a new epoch, their
+//! checkpoints (or, without usable ones, the rebuild from history in ClickHouse), and the consumer kept polling meanwhile (also during flushes), so no long
 //! rebuild or ClickHouse outage gets the member taken out of the group.
 
-use crate::engine::{Engine, Ownership};
+use crate::engine::{Engine, Output, Ownership};
 use crate::internal_events as events;
 use crate::service::{Dependency, Service};
-use crate::store;
+use crate::store::{self, checkpoints};
 use crate::versions::{self, Versions};
 use crate::writes::write;
 use leadstream_runtime::clickhouse::SinkError;
@@ -133,6 +133,45 @@ impl Service<'_> {
         };
         let mut versions = reserved?;
         let stale_version = versions.issue();
+        let config = self.checkpoint_config();
+        let loaded = self
+            .retried("checkpoints", Dependency::ClickHouse, || async {
+                let engine = store::empty_engine(
+                    self.funnels.clone(),
+                    &self.cfg.state,
+                    self.cfg.attribution.lookback,
+                    own.clone(),
+                );
+                checkpoints::restore(self.sink.client(), engine, config)
+                    .await
+                    .map_err(|e| SinkError::Transient(e.to_string()))
+            })
+            .await;
+        let Ok(loaded) = loaded else {
+            return Ok(Rebuild::Stopped);
+        };
+        match loaded? {
+            Ok(restored) => {
+                let mut engine = restored.engine;
+                let stale_leads = restored.stale.leads.len();
+                let fixes = engine.settle_stale(restored.stale, stale_version);
+                events::restored_from_checkpoints(
+                    restored.bytes,
+                    engine.leads_held(),
+                    stale_leads,
+                    own.owned().collect(),
+                    versions.epoch(),
+                    started.elapsed(),
+                );
+                let out = engine.flush(versions.issue());
+                // The settled buckets first: the flush's own rows are newer where they overlap.
+                return match self.write_all(&[&fixes, &out]).await? {
+                    true => Ok(Rebuild::Done(Box::new(engine), versions)),
+                    false => Ok(Rebuild::Stopped),
+                };
+            }
+            Err(why) => events::checkpoints_unusable(&why),
+        }
         // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
         let rebuilt = self
             .retried("rebuild", Dependency::ClickHouse, || async {
@@ -165,15 +204,23 @@ impl Service<'_> {
         // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.
         let mut stale = rebuilt.stale_rollups;
         store::keep_vanished(&mut stale, &out);
-        for rows in [&out, &stale] {
+        match self.write_all(&[&out, &stale]).await? {
+            true => Ok(Rebuild::Done(Box::new(engine), versions)),
+            false => Ok(Rebuild::Stopped),
+        }
+    }
+
+    /// Writes each of `outputs` in turn; `false` when the give-up token interrupted the retries.
+    async fn write_all(&self, outputs: &[&Output]) -> Result<bool, SinkError> {
+        for rows in outputs {
             match self
                 .retried("write", Dependency::ClickHouse, || write(self.sink, rows))
                 .await
             {
-                Err(GaveUp) => return Ok(Rebuild::Stopped),
+                Err(GaveUp) => return Ok(false),
                 Ok(r) => r?,
             }
         }
-        Ok(Rebuild::Done(Box::new(engine), versions))
+        Ok(true)
     }
 }

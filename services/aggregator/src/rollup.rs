@@ -63,7 +63,7 @@ pub fn reason_of(code: u32) -> Option<Reason> {
 pub type Attribution = (u16, u16, u16);
 
 /// Where a lead is counted: its partition, the funnel and its attribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Scope {
     /// Partition of the lead's key.
     pub partition: u16,
@@ -74,7 +74,7 @@ pub struct Scope {
 }
 
 /// Cohort bucket: leads by start minute, furthest stage, current stage and lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct CohortKey {
     /// Where.
     pub scope: Scope,
@@ -91,7 +91,7 @@ pub struct CohortKey {
 }
 
 /// Reach bucket: leads that first reached a main stage in a minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct ReachKey {
     /// Where.
     pub scope: Scope,
@@ -102,7 +102,7 @@ pub struct ReachKey {
 }
 
 /// Transition bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct TransitionKey {
     /// Where.
     pub scope: Scope,
@@ -205,6 +205,35 @@ fn drain_dirty<K: Copy + std::hash::Hash + Eq>(map: &mut HashMap<K, Cell>) -> Ve
     out
 }
 
+/// The buckets of one partition as a checkpoint holds them (symbols as the writer interned them).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct SavedRollups {
+    cohort: Vec<(CohortKey, i64)>,
+    reach: Vec<(ReachKey, i64)>,
+    transitions: Vec<(TransitionKey, i64)>,
+}
+
+fn export<K: Copy>(
+    map: &HashMap<K, Cell>,
+    partition: impl Fn(&K) -> u16,
+    out: &mut HashMap<u16, SavedRollups>,
+    list: impl Fn(&mut SavedRollups) -> &mut Vec<(K, i64)>,
+) {
+    for (k, c) in map {
+        list(out.entry(partition(k)).or_default()).push((*k, c.count));
+    }
+}
+
+impl Scope {
+    fn remapped(self, symbol: &impl Fn(u16) -> u16) -> Self {
+        let (first, last, variant) = self.attribution;
+        Self {
+            attribution: (symbol(first), symbol(last), symbol(variant)),
+            ..self
+        }
+    }
+}
+
 impl Rollups {
     /// Adds (`sign` 1) or takes back (`sign` -1) a lead's contribution to funnel `funnel`;
     /// `partition` is the lead key's.
@@ -264,6 +293,70 @@ impl Rollups {
             cohort: drain_dirty(&mut self.cohort),
             reach: drain_dirty(&mut self.reach),
             transitions: drain_dirty(&mut self.transitions),
+        }
+    }
+
+    /// Every bucket, by partition (for checkpoints).
+    pub fn export(&self) -> HashMap<u16, SavedRollups> {
+        let mut out = HashMap::default();
+        export(
+            &self.cohort,
+            |k| k.scope.partition,
+            &mut out,
+            |s| &mut s.cohort,
+        );
+        export(
+            &self.reach,
+            |k| k.scope.partition,
+            &mut out,
+            |s| &mut s.reach,
+        );
+        export(
+            &self.transitions,
+            |k| k.scope.partition,
+            &mut out,
+            |s| &mut s.transitions,
+        );
+        out
+    }
+
+    /// Adds a checkpoint's buckets, their symbols mapped to this engine's by `symbol`; they
+    /// count as written (not changed).
+    pub fn import(&mut self, saved: SavedRollups, symbol: impl Fn(u16) -> u16) {
+        let cell = |count| Cell {
+            count,
+            dirty: false,
+        };
+        for (k, n) in saved.cohort {
+            let scope = k.scope.remapped(&symbol);
+            self.cohort.insert(CohortKey { scope, ..k }, cell(n));
+        }
+        for (k, n) in saved.reach {
+            let scope = k.scope.remapped(&symbol);
+            self.reach.insert(ReachKey { scope, ..k }, cell(n));
+        }
+        for (k, n) in saved.transitions {
+            let scope = k.scope.remapped(&symbol);
+            // An event's reason is a symbol too (a rule's is its index: the configuration, which
+            // the checkpoint must match).
+            let reason = match k.reason >> 16 {
+                0 => u32::from(symbol(k.reason as u16)),
+                _ => k.reason,
+            };
+            self.transitions
+                .insert(TransitionKey { scope, reason, ..k }, cell(n));
+        }
+    }
+
+    /// Every bucket with its count (what a restore compares stale rows with).
+    pub fn all(&self) -> Changed {
+        fn of<K: Copy>(map: &HashMap<K, Cell>) -> Vec<(K, i64)> {
+            map.iter().map(|(k, c)| (*k, c.count)).collect()
+        }
+        Changed {
+            cohort: of(&self.cohort),
+            reach: of(&self.reach),
+            transitions: of(&self.transitions),
         }
     }
 

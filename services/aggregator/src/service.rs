@@ -4,6 +4,7 @@
 //! (at-least-once; rows and rechecks are idempotent, so a replay changes nothing).
 
 use crate::api::Health;
+use crate::checkpoint::Offsets;
 use crate::config::AggregatorConfig;
 use crate::context::AggregatorConsumer;
 use crate::decode;
@@ -20,7 +21,6 @@ use leadstream_runtime::retry::{GaveUp, Retry};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,7 +68,7 @@ impl Dependency {
 #[derive(Default)]
 struct Batch {
     /// Per topic-partition, the newest offset the next flush covers.
-    offsets: BTreeMap<(String, i32), i64>,
+    offsets: Offsets,
     /// Unreadable messages, for the dead-letter topic.
     dead: Vec<Unreadable>,
     /// Messages taken in.
@@ -163,6 +163,13 @@ impl Service<'_> {
         let mut batch = Batch::default();
         let mut deadline = Instant::now() + self.cfg.batch.flush_interval;
         let mut held: Option<rdkafka::message::OwnedMessage> = None;
+        // Flushed but not checkpointed: offsets are committed only with a checkpoint, so a
+        // restore (from the checkpoint) replays exactly what it does not hold.
+        let mut uncommitted = Offsets::new();
+        let mut unsaved = false;
+        // `None`: a checkpoint is due (right after a restore).
+        let mut checkpointed: Option<Instant> = None;
+        let interval = self.cfg.state.checkpoint_interval;
         loop {
             let now_gen = context.generation.load(Ordering::SeqCst);
             if now_gen != generation {
@@ -171,6 +178,7 @@ impl Service<'_> {
                 generation = now_gen;
                 engine = None;
                 batch = Batch::default();
+                uncommitted.clear();
                 self.health
                     .readiness
                     .block("rebuild", "rebuilding the owned partitions' state");
@@ -183,6 +191,7 @@ impl Service<'_> {
                         Rebuild::Superseded => continue,
                         Rebuild::Done(mut e, v) => {
                             versions = v;
+                            (unsaved, checkpointed) = (true, None);
                             // What the consumer delivered while the rebuild ran, before the
                             // pause took hold: it comes after the state just read, in order.
                             for m in &early {
@@ -215,9 +224,28 @@ impl Service<'_> {
             let stop = shutdown.is_cancelled();
             let due = batch.messages >= self.cfg.batch.max_events
                 || (batch.messages > 0 && Instant::now() >= deadline);
+            let checkpoint_due =
+                unsaved && (stop || checkpointed.is_none_or(|t| t.elapsed() >= interval));
             if let Some(e) = engine.as_deref_mut() {
-                if (due || stop) && (batch.messages > 0 || e.pending() > 0) {
-                    let flush = self.flush(e, &mut versions, std::mem::take(&mut batch.dead));
+                if (due || stop || checkpoint_due)
+                    && (batch.messages > 0 || e.pending() > 0 || checkpoint_due)
+                {
+                    let covered: Offsets = (uncommitted.iter().chain(&batch.offsets))
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    let dead = std::mem::take(&mut batch.dead);
+                    let checkpointing = checkpoint_due || stop;
+                    let versions = &mut versions;
+                    let flush = async {
+                        if !self.flush(e, versions, dead).await? {
+                            return Ok(false);
+                        }
+                        // Right after the flush, before anything else is applied.
+                        match checkpointing {
+                            true => self.checkpoint(e, versions.last(), &covered).await,
+                            false => Ok(true),
+                        }
+                    };
                     let (flushed, early) = self
                         .polling(
                             flush,
@@ -238,10 +266,15 @@ impl Service<'_> {
                     if context.generation.load(Ordering::SeqCst) != generation {
                         continue;
                     }
-                    for ((topic, partition), offset) in std::mem::take(&mut batch).offsets {
-                        if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
-                            tracing::warn!(topic, partition, offset, error = %e, "storing offset failed");
+                    uncommitted.extend(std::mem::take(&mut batch).offsets);
+                    unsaved = true;
+                    if checkpointing {
+                        for ((topic, partition), offset) in std::mem::take(&mut uncommitted) {
+                            if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+                                tracing::warn!(topic, partition, offset, error = %e, "storing offset failed");
+                            }
                         }
+                        (unsaved, checkpointed) = (false, Some(Instant::now()));
                     }
                     // What came in while the flush ran belongs to the next one.
                     for m in &early {
@@ -270,9 +303,14 @@ impl Service<'_> {
                 // Idle: the flush clock starts with the next message.
                 deadline = Instant::now() + self.cfg.batch.flush_interval;
             }
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(5));
+            let mut wait = deadline.saturating_duration_since(Instant::now());
+            if unsaved {
+                let next = checkpointed.map_or(Duration::ZERO, |t| {
+                    (t + interval).saturating_duration_since(Instant::now())
+                });
+                wait = wait.min(next);
+            }
+            let wait = wait.max(Duration::from_millis(5));
             let msg = tokio::select! {
                 m = self.consumer.recv() => m,
                 _ = tokio::time::sleep(wait) => continue,

@@ -33,6 +33,11 @@ impl Versions {
         self.epoch
     }
 
+    /// The version issued last (of the epoch's start before any).
+    pub fn last(&self) -> u64 {
+        (self.epoch << SEQUENCE_BITS) | self.sequence
+    }
+
     /// The next version, newer than every one issued before in this epoch.
     pub fn issue(&mut self) -> u64 {
         self.sequence = (self.sequence + 1).min((1 << SEQUENCE_BITS) - 1);

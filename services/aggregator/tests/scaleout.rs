@@ -37,7 +37,19 @@ struct Cluster {
     version: u64,
     model: ReadModel,
     rechecks_sent: usize,
+    /// Offsets are committed only with checkpoints, and members restore from them.
+    checkpointing: bool,
+    /// Per partition: the newest checkpoint.
+    checkpoints: Vec<Option<Saved>>,
+    restored_from_checkpoints: usize,
 }
+
+/// A partition's checkpoint: its bytes, the version of the flush it follows, the positions
+/// (normalized, stitch) it covers.
+type Saved = (Vec<u8>, u64, (usize, usize));
+
+/// What the checkpoints of this test's configuration are taken under.
+const CONFIG: u64 = 7;
 
 fn is_touch(e: &NormalizedEvent) -> bool {
     matches!(e.event_type, EventType::Exposure | EventType::Click) && e.lead_id.is_none()
@@ -56,6 +68,9 @@ impl Cluster {
             version: 0,
             model: ReadModel::default(),
             rechecks_sent: 0,
+            checkpointing: false,
+            checkpoints: vec![None; partitions as usize],
+            restored_from_checkpoints: 0,
         };
         c.rebalance(members, 0);
         c
@@ -114,6 +129,17 @@ impl Cluster {
                 .filter(|p| (*p as usize + shift) % members == m)
                 .collect();
             let own = Ownership::new(self.partitions, parts.iter().copied());
+            if let Some(engine) = self.restore(&own) {
+                let pos = parts
+                    .iter()
+                    .map(|p| {
+                        let (n, s) = self.committed[*p as usize];
+                        (*p, n, s)
+                    })
+                    .collect();
+                nodes.push(Node { engine, parts, pos });
+                continue;
+            }
             let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
             for f in ["b2c", "sales"] {
                 for r in self.model.leads(f) {
@@ -157,6 +183,43 @@ impl Cluster {
         self.nodes = nodes;
     }
 
+    /// An engine for `own` from the checkpoints of its partitions (as the service restores),
+    /// `None` when one is missing or they disagree.
+    fn restore(&mut self, own: &Ownership) -> Option<Engine> {
+        if !self.checkpointing {
+            return None;
+        }
+        let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+        let mut since = std::collections::HashMap::new();
+        for p in own.owned() {
+            let (bytes, version, _) = self.checkpoints[p as usize].as_ref()?;
+            engine.load_checkpoint(bytes, CONFIG).ok()?;
+            since.insert(p, *version);
+        }
+        engine.restored();
+        let everything = everything(self.partitions);
+        let stale = self.model.stale(|k| everything.partition(k), &since);
+        let v = self.next_version();
+        let fixes = engine.settle_stale(stale, v);
+        self.model.apply(fixes);
+        let out = engine.flush(self.next_version());
+        self.model.apply(out);
+        self.restored_from_checkpoints += 1;
+        Some(engine)
+    }
+
+    /// Member `m` checkpoints its partitions (right after a flush) and commits its positions.
+    fn checkpoint(&mut self, m: usize) {
+        self.flush(m);
+        let version = self.version;
+        let node = &self.nodes[m];
+        for (p, bytes) in node.engine.checkpoints(CONFIG) {
+            let (_, n, s) = node.pos.iter().find(|(q, _, _)| *q == p).copied().unwrap();
+            self.checkpoints[p as usize] = Some((bytes, version, (n, s)));
+            self.committed[p as usize] = (n, s);
+        }
+    }
+
     /// Member `m` consumes up to `k` messages of its partitions.
     fn consume(&mut self, m: usize, k: usize) -> usize {
         let node = &mut self.nodes[m];
@@ -195,8 +258,10 @@ impl Cluster {
             self.stitch[p].push(key);
             self.rechecks_sent += 1;
         }
-        for (p, n, s) in self.nodes[m].pos.clone() {
-            self.committed[p as usize] = (n, s);
+        if !self.checkpointing {
+            for (p, n, s) in self.nodes[m].pos.clone() {
+                self.committed[p as usize] = (n, s);
+            }
         }
     }
 
@@ -276,6 +341,88 @@ proptest! {
             prop_assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// Offsets committed only with checkpoints, members restoring from them on every
+    /// rebalance (a crash drops everything since the last one): still one engine's rows, and
+    /// rows written after a checkpoint by flushes that never reached the next are settled.
+    #[test]
+    fn members_restoring_from_checkpoints_publish_what_one_engine_publishes(
+        events in story(),
+        members in 1usize..4,
+        partitions in 1u32..5,
+        schedule in proptest::collection::vec((0usize..4, 1usize..6, 0u8..10), 1..60),
+        dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+    ) {
+        let want = single_engine(&events);
+        let mut arrivals = events.clone();
+        for d in &dups {
+            arrivals.push(events[d.index(events.len())].clone());
+        }
+        let mut c = Cluster::new(partitions, members);
+        c.checkpointing = true;
+        let mut next = 0;
+        for (m, k, action) in schedule {
+            for e in arrivals.iter().skip(next).take(2) {
+                c.arrive(e);
+            }
+            next = (next + 2).min(arrivals.len());
+            let m = m % c.nodes.len();
+            c.consume(m, k);
+            match action {
+                0 => c.rebalance(members, k),
+                1 => c.rebalance((members - 1).max(1), k),
+                2..=4 => c.flush(m),
+                5..=7 => c.checkpoint(m),
+                _ => {}
+            }
+        }
+        for e in arrivals.iter().skip(next) {
+            c.arrive(e);
+        }
+        c.drain();
+        prop_assert_eq!(snapshot(&c.model), snapshot(&want));
+        for (f, n) in [("b2c", 6), ("sales", 4)] {
+            prop_assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
+        }
+    }
+}
+
+/// Restores do come from checkpoints in that test's schedules (not only from rebuilds).
+#[test]
+fn a_checkpoint_restore_carries_on_from_the_checkpoint() {
+    use support::events::{signup_on, touch};
+    let events = vec![
+        touch(0, "exposure", "d0", "douyin"),
+        touch(10, "click", "d0", "douyin"),
+        signup_on(20, "u1", "d0"),
+        touch(30, "click", "d1", "wechat"),
+    ];
+    let want = single_engine(&events);
+    let mut c = Cluster::new(3, 2);
+    c.checkpointing = true;
+    for e in &events[..3] {
+        c.arrive(e);
+    }
+    c.consume(0, usize::MAX);
+    c.consume(1, usize::MAX);
+    c.checkpoint(0);
+    c.checkpoint(1);
+    // Past the checkpoint: consumed and flushed, never checkpointed, then lost.
+    c.arrive(&events[3]);
+    c.consume(0, usize::MAX);
+    c.consume(1, usize::MAX);
+    c.flush(0);
+    c.flush(1);
+    c.rebalance(2, 1);
+    assert_eq!(
+        c.restored_from_checkpoints, 2,
+        "both members restored from checkpoints"
+    );
+    c.drain();
+    assert_eq!(snapshot(&c.model), snapshot(&want));
 }
 
 #[test]
@@ -366,4 +513,59 @@ fn a_winner_redelivered_after_a_rebuild_still_settles_the_loser_another_member_h
         l1,
         "the loser's member is told to drop it"
     );
+}
+
+#[test]
+fn checkpoints_that_cannot_continue_exactly_are_refused() {
+    use leadstream_aggregator::engine::CheckpointError;
+    use support::events::{signup_on, touch};
+    let own = everything(2);
+    let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+    for e in [
+        touch(0, "exposure", "d0", "douyin"),
+        signup_on(20, "u1", "d0"),
+    ] {
+        engine.ingest(&e, 0);
+    }
+    engine.flush(1);
+    let saved = engine.checkpoints(CONFIG);
+    assert_eq!(saved.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0, 1]);
+    let fresh = |parts: &[u32]| {
+        Engine::with_ownership(
+            default_funnels(),
+            LATENESS_MS,
+            Ownership::new(2, parts.iter().copied()),
+        )
+    };
+    let (p, bytes) = &saved[0];
+    assert_eq!(
+        fresh(&[0, 1]).load_checkpoint(bytes, CONFIG + 1),
+        Err(CheckpointError::Config(*p)),
+        "another configuration"
+    );
+    let other = 1 - *p;
+    assert_eq!(
+        fresh(&[other]).load_checkpoint(bytes, CONFIG),
+        Err(CheckpointError::NotOwned(*p))
+    );
+    assert!(matches!(
+        fresh(&[0, 1]).load_checkpoint(&bytes[..bytes.len() / 2], CONFIG),
+        Err(CheckpointError::Unreadable(_))
+    ));
+    // Both, loaded into one engine, give back the state: a new event changes exactly what it
+    // changes in the engine that wrote them.
+    let mut restored = fresh(&[0, 1]);
+    for (_, b) in &saved {
+        restored.load_checkpoint(b, CONFIG).expect("loads");
+    }
+    restored.restored();
+    assert_eq!(restored.leads_held(), engine.leads_held());
+    let late = touch(10, "click", "d0", "douyin");
+    engine.ingest(&late, 0);
+    restored.ingest(&late, 0);
+    let (mut a, mut b) = (ReadModel::default(), ReadModel::default());
+    a.apply(engine.flush(2));
+    b.apply(restored.flush(2));
+    assert!(!snapshot(&a).is_empty());
+    assert_eq!(snapshot(&a), snapshot(&b));
 }

@@ -168,33 +168,31 @@ async fn main() {
 
     // The aggregator was down while all of it arrived: it starts on an N-event backlog.
     let cfg = w.aggregator_config(&free_addr());
-    let group = cfg.kafka.group_id.clone();
-    let topics = vec![w.normalized_topic(), w.stitch_topic()];
-    let cpu0 = cpu_seconds();
-    let t0 = Instant::now();
-    let token = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(leadstream_aggregator::run(cfg, token.clone()));
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let state = tokio::task::spawn_blocking({
-            let (g, t, parts) = (group.clone(), topics.clone(), w.partitions);
-            move || committed_vs_end(&g, &t, parts)
-        })
-        .await
-        .expect("offsets");
-        if state.iter().all(|(_, _, c, e)| (*c).max(0) == *e) {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(1800) {
-            panic!("aggregator did not drain within 30 min");
-        }
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
-    token.cancel();
-    task.await
-        .expect("aggregator task")
-        .expect("aggregator run");
+    let (elapsed, cpu, task) = aggregator_until_caught_up(&w, cfg.clone()).await;
+    println!("aggregator caught up on a {n}-event backlog (rebuild from ClickHouse + the normalized topic) in {elapsed:.1} s: {:.0} events/s, {cpu:.1} CPU-s", n as f64 / elapsed);
+    // Killed (the task dropped mid-flight: no final flush or checkpoint), started again: it
+    // loads its checkpoints. Then the same restart with the checkpoints gone: it rebuilds from
+    // the whole history in ClickHouse, as every restart did before checkpoints.
+    task.abort();
+    let _ = task.await;
+    let bytes = query_u64(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT sum(length(data)) FROM aggregator_checkpoints FINAL",
+    )
+    .await;
+    let (from_checkpoint, cpu, task) = aggregator_until_caught_up(&w, cfg.clone()).await;
+    println!("restart after a kill, from checkpoints ({bytes:?} bytes of state): ready and caught up in {from_checkpoint:.2} s, {cpu:.1} CPU-s");
+    task.abort();
+    let _ = task.await;
+    let _ = clickhouse(&w.database)
+        .query("TRUNCATE TABLE aggregator_checkpoints")
+        .execute()
+        .await;
+    let (from_history, cpu, task) = aggregator_until_caught_up(&w, cfg).await;
+    println!("restart after a kill, checkpoints removed (rebuild from history): ready and caught up in {from_history:.2} s, {cpu:.1} CPU-s; checkpoint restart is {:.0}x faster", from_history / from_checkpoint.max(1e-3));
+    task.abort();
+    let _ = task.await;
     let rows = query_u64(
         &clickhouse_url(),
         &w.database,
@@ -209,6 +207,41 @@ async fn main() {
          (SELECT count() FROM funnel_transition_minute FINAL WHERE is_deleted = 0)",
     )
     .await;
-    println!("aggregator caught up on a {n}-event backlog (rebuild from ClickHouse + the normalized topic) in {elapsed:.1} s: {:.0} events/s, {cpu:.1} CPU-s", n as f64 / elapsed);
     println!("stage_transitions rows: {rows:?}, rollup buckets: {buckets:?}");
+}
+
+type Running = tokio::task::JoinHandle<Result<(), leadstream_aggregator::AggregatorError>>;
+
+/// Starts an aggregator and waits until it answers ready and its group's offsets reached the
+/// end of both topics: (seconds, CPU seconds, the running task).
+async fn aggregator_until_caught_up(
+    w: &World,
+    cfg: leadstream_aggregator::AggregatorConfig,
+) -> (f64, f64, Running) {
+    let group = cfg.kafka.group_id.clone();
+    let addr = cfg.api.listen.clone();
+    let topics = vec![w.normalized_topic(), w.stitch_topic()];
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(leadstream_aggregator::run(cfg, token));
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ready = leadstream_tests::process::readyz(&addr)
+            .await
+            .is_some_and(|(ready, _)| ready);
+        let state = tokio::task::spawn_blocking({
+            let (g, t, parts) = (group.clone(), topics.clone(), w.partitions);
+            move || committed_vs_end(&g, &t, parts)
+        })
+        .await
+        .expect("offsets");
+        if ready && state.iter().all(|(_, _, c, e)| (*c).max(0) == *e) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(1800) {
+            panic!("aggregator did not catch up within 30 min");
+        }
+    }
+    (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0, task)
 }

@@ -78,7 +78,37 @@ impl Engine {
         let Some(fi) = self.funnels.funnels.iter().position(|f| f.name == funnel) else {
             return;
         };
-        let at = match self.dirty.get(lead) {
+        let at = self.snapshot_slot(lead);
+        // Fingerprint 1 stands for "unknown": a real one equals it with probability 2^-63, so the
+        // lead is rewritten. No contribution: a rebuild rewrites the rollups from scratch.
+        self.snapshots.published[at as usize + fi] = Published {
+            fingerprint: 1,
+            transitions,
+            words: 0..0,
+        };
+    }
+
+    /// Records that rows of `lead` in funnel `funnel` (`transitions` of them) were written
+    /// after the checkpoint this engine was restored from, by a flush that never reached the
+    /// next one: the next flush rewrites them from the restored state (taking back only the
+    /// contribution that state has) and tombstones any it no longer has.
+    pub fn seed_stale(&mut self, funnel: &str, lead: &str, transitions: u16) {
+        let Some(fi) = self.funnels.funnels.iter().position(|f| f.name == funnel) else {
+            return;
+        };
+        if !self.own.owns(lead) {
+            return;
+        }
+        self.before_change(lead);
+        let at = self.snapshot_slot(lead);
+        let p = &mut self.snapshots.published[at as usize + fi];
+        p.fingerprint = 1;
+        p.transitions = p.transitions.max(transitions);
+    }
+
+    /// Where `lead`'s snapshot starts, making one (published nothing) when it has none.
+    fn snapshot_slot(&mut self, lead: &str) -> u32 {
+        match self.dirty.get(lead) {
             Some(&at) if at != NEVER => at,
             _ => {
                 let at = self.snapshots.published.len() as u32;
@@ -89,14 +119,7 @@ impl Engine {
                 self.dirty.insert(lead.into(), at);
                 at
             }
-        };
-        // Fingerprint 1 stands for "unknown": a real one equals it with probability 2^-63, so the
-        // lead is rewritten. No contribution: a rebuild rewrites the rollups from scratch.
-        self.snapshots.published[at as usize + fi] = Published {
-            fingerprint: 1,
-            transitions,
-            words: 0..0,
-        };
+        }
     }
 
     /// Lead `key`, to change its events or devices. What the lead published is recorded first:

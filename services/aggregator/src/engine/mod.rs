@@ -31,6 +31,7 @@ use smol_str::SmolStr;
 use std::sync::Arc;
 
 mod attribution;
+mod checkpoint;
 mod compact;
 mod identity;
 mod ledger;
@@ -40,6 +41,7 @@ mod render;
 mod stitch;
 mod winner;
 
+pub use checkpoint::{CheckpointError, Stale, FORMAT as CHECKPOINT_FORMAT};
 pub use identity::device_lead;
 pub use memory::Footprint;
 pub use ownership::Ownership;

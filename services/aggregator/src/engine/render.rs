@@ -5,7 +5,7 @@ use super::{Engine, Output};
 use crate::funnel::{Funnel, Target};
 use crate::machine::{rule_reason, Kind, Path, Reason};
 use crate::rollup::{
-    minute_seconds, reason_of, stage_of, Attribution, CohortRollupRow, ReachRollupRow,
+    minute_seconds, reason_of, stage_of, Attribution, Changed, CohortRollupRow, ReachRollupRow,
     TransitionRollupRow,
 };
 use crate::rows::{LeadFunnelRow, TransitionRow};
@@ -15,6 +15,17 @@ impl Engine {
     /// Rows for the rollup buckets that changed since the last flush.
     pub(super) fn rollup_rows(&mut self, out: &mut Output, version: u64) {
         let changed = self.rollups.take_changed();
+        self.render_rollups(changed, out, version);
+    }
+
+    /// Rows for every rollup bucket held, with `version` (nothing is marked written).
+    pub fn all_rollup_rows(&self, version: u64) -> Output {
+        let mut out = Output::default();
+        self.render_rollups(self.rollups.all(), &mut out, version);
+        out
+    }
+
+    fn render_rollups(&self, changed: Changed, out: &mut Output, version: u64) {
         let sym = &self.symbols;
         let funnels = &self.funnels.funnels;
         let attr = |(f, l, v): Attribution| {

@@ -113,6 +113,53 @@ impl ReadModel {
         v
     }
 
+    /// Rows of the partitions in `since` with a version newer than the partition's there
+    /// (what the service reads back before settling a checkpoint restore); `partition_of`
+    /// maps a lead key to its partition.
+    pub fn stale(
+        &self,
+        partition_of: impl Fn(&str) -> u32,
+        since: &HashMap<u32, u64>,
+    ) -> leadstream_aggregator::engine::Stale {
+        let newer = |p: u32, v: u64| since.get(&p).is_some_and(|s| v > *s);
+        let mut leads: HashMap<(SmolStr, SmolStr), u16> = HashMap::new();
+        for r in self.leads.values() {
+            if newer(partition_of(&r.lead_id), r.version) {
+                let n = leads
+                    .entry((r.funnel.clone(), r.lead_id.clone()))
+                    .or_default();
+                *n = (*n).max(r.transitions);
+            }
+        }
+        for r in self.transitions.values() {
+            if newer(partition_of(&r.lead_id), r.version) {
+                let n = leads
+                    .entry((r.funnel.clone(), r.lead_id.clone()))
+                    .or_default();
+                *n = (*n).max(r.seq + 1);
+            }
+        }
+        let rollups = Output {
+            cohort_rollup: (self.cohort.values())
+                .filter(|r| newer(u32::from(r.partition), r.version))
+                .cloned()
+                .collect(),
+            reach_rollup: (self.reach.values())
+                .filter(|r| newer(u32::from(r.partition), r.version))
+                .cloned()
+                .collect(),
+            transition_rollup: (self.moves.values())
+                .filter(|r| newer(u32::from(r.partition), r.version))
+                .cloned()
+                .collect(),
+            ..Output::default()
+        };
+        leadstream_aggregator::engine::Stale {
+            leads: leads.into_iter().map(|((f, l), n)| (f, l, n)).collect(),
+            rollups,
+        }
+    }
+
     /// What the service does before a rebuilt engine's first flush: tombstones every live
     /// rollup bucket of the partitions (the flush rewrites those that still exist, newer).
     pub fn tombstone_rollups(&mut self, partitions: &[u32], version: u64) {

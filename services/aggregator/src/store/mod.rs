@@ -1,7 +1,8 @@
 //! What the aggregator reads back from ClickHouse at start: every stored event (the collector
 //! writes `lead_events` before it publishes to `leads.normalized`, so the table holds at least
 //! everything the aggregator's committed offsets cover) and the rows it published before.
-//! Replaying them rebuilds the state exactly; nothing else needs a checkpoint.
+//! Replaying them rebuilds the state exactly. Checkpoints (`checkpoints`) make that the rare
+//! path: a restore reads them instead, when every owned partition has one.
 
 use crate::copies::{Check, CopyRecord};
 use crate::engine::{ClaimRecord, Engine, Lookup, Output, Ownership};
@@ -14,6 +15,8 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
 use smol_str::SmolStr;
 use std::sync::Arc;
+
+pub mod checkpoints;
 
 /// The columns of `lead_events_unique` that the engine and funnel rules can use.
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -128,6 +131,42 @@ where
         .await
 }
 
+/// Rows of the owned partitions with a version above `version`, tombstones included (every
+/// version of a bucket: no `FINAL`).
+async fn live_since<R>(
+    client: &Client,
+    table: &str,
+    own: &Ownership,
+    version: u64,
+) -> Result<Vec<R>, clickhouse::error::Error>
+where
+    R: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    let owned: Vec<u32> = own.owned().collect();
+    client
+        .query(&format!(
+            "SELECT ?fields FROM {table} WHERE partition IN ? AND version > ?"
+        ))
+        .bind(owned)
+        .bind(version)
+        .fetch_all::<R>()
+        .await
+}
+
+/// An empty engine for `own` with the configured state settings.
+pub fn empty_engine(
+    funnels: Arc<Funnels>,
+    state: &crate::config::StateConfig,
+    lookback: std::time::Duration,
+    own: Ownership,
+) -> Engine {
+    let lateness_ms = i64::try_from(state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+    let mut engine = Engine::with_ownership(funnels, lateness_ms, own);
+    engine.set_touch_cap(state.max_touches_per_device);
+    engine.set_lookback(i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX));
+    engine
+}
+
 /// Tombstones, with `version`, of the live rollup buckets of the owned partitions.
 async fn stale_rollups(
     client: &Client,
@@ -193,10 +232,7 @@ pub async fn rebuild(
     own: Ownership,
     stale_version: u64,
 ) -> Result<(Engine, Rebuilt), clickhouse::error::Error> {
-    let lateness_ms = i64::try_from(state.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
-    let mut engine = Engine::with_ownership(funnels, lateness_ms, own.clone());
-    engine.set_touch_cap(state.max_touches_per_device);
-    engine.set_lookback(i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX));
+    let mut engine = empty_engine(funnels, state, lookback, own.clone());
     let mut done = Rebuilt {
         stale_rollups: stale_rollups(client, &own, stale_version).await?,
         ..Rebuilt::default()

@@ -1,0 +1,78 @@
+//! Taking a checkpoint of the owned partitions (README "Checkpoints"): right after a flush whose
+//! rows were acknowledged, the engine's state per partition goes to `aggregator_checkpoints`;
+//! only then are the offsets that flush (and the ones before it) covered stored for commit.
+
+use crate::engine::Engine;
+use crate::internal_events as events;
+use crate::service::{Dependency, Service};
+use crate::store::checkpoints::{self, Checkpoint};
+use leadstream_runtime::clickhouse::SinkError;
+use leadstream_runtime::retry::GaveUp;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::time::Instant;
+
+/// Offsets not yet committed: `(topic, partition)` → the last message's offset.
+pub(crate) type Offsets = BTreeMap<(String, i32), i64>;
+
+impl Service<'_> {
+    /// What a checkpoint's state depends on besides the events: a checkpoint taken under other
+    /// funnels (rule matches are stored per event), lateness, lookback, touch cap or partition
+    /// count is not loaded.
+    pub(crate) fn checkpoint_config(&self) -> u64 {
+        let s = &self.cfg.state;
+        let mut h = foldhash::quality::FixedState::with_seed(0x1ead).build_hasher();
+        format!("{:?}", self.funnels).hash(&mut h);
+        s.allowed_lateness.hash(&mut h);
+        s.max_touches_per_device.hash(&mut h);
+        self.cfg.attribution.lookback.hash(&mut h);
+        self.partitions.hash(&mut h);
+        h.finish()
+    }
+
+    /// Writes the checkpoints of the owned partitions as of flush `version`, covering
+    /// `offsets`: `false` when the give-up token interrupted the retries.
+    pub(crate) async fn checkpoint(
+        &self,
+        engine: &Engine,
+        version: u64,
+        offsets: &Offsets,
+    ) -> Result<bool, SinkError> {
+        let started = Instant::now();
+        let covers = |p: u32| {
+            let of: BTreeMap<&str, i64> = offsets
+                .iter()
+                .filter(|((_, q), _)| *q as u32 == p)
+                .map(|((t, _), o)| (t.as_str(), o + 1))
+                .collect();
+            serde_json::to_string(&of).unwrap_or_default()
+        };
+        let list: Vec<Checkpoint> = engine
+            .checkpoints(self.checkpoint_config())
+            .into_iter()
+            .map(|(partition, data)| Checkpoint {
+                partition,
+                offsets: covers(partition),
+                data,
+            })
+            .collect();
+        let encoded = started.elapsed();
+        let bytes: usize = list.iter().map(|c| c.data.len()).sum();
+        match self
+            .retried("checkpoint", Dependency::ClickHouse, || {
+                checkpoints::write(self.sink, &list, version)
+            })
+            .await
+        {
+            Err(GaveUp) => Ok(false),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, bytes, "clickhouse refused the checkpoint");
+                Err(e)
+            }
+            Ok(Ok(())) => {
+                events::checkpointed(list.len(), bytes, encoded, started.elapsed());
+                Ok(true)
+            }
+        }
+    }
+}
