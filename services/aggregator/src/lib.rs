@@ -12,6 +12,7 @@ pub mod engine;
 mod flush;
 pub mod funnel;
 pub mod guard;
+mod intake;
 pub mod internal_events;
 pub mod machine;
 mod restore;

@@ -1,21 +1,20 @@
-//! The service loop: on every partition assignment rebuild the state of the owned leads from
-//! ClickHouse, then consume `leads.normalized` and the stitching topic, flush changed rows to
-//! ClickHouse, send rechecks to the other members, and only then store the offsets
-//! (at-least-once; rows and rechecks are idempotent, so a replay changes nothing).
+//! The service loop: on every partition assignment restore the state of the owned leads (from
+//! their checkpoints, else from history in ClickHouse), then consume `leads.normalized` and the
+//! stitching topic, flush changed rows to ClickHouse, send rechecks to the other members,
+//! checkpoint, and only then store the offsets (at-least-once; rows and rechecks are idempotent,
+//! so a replay changes nothing).
 
 use crate::api::Health;
 use crate::checkpoint::Offsets;
 use crate::config::AggregatorConfig;
 use crate::context::AggregatorConsumer;
-use crate::decode;
-use crate::engine::{Engine, Ingested, Ownership};
+use crate::engine::{Engine, Ownership};
 use crate::funnel::Funnels;
 use crate::internal_events as events;
 use crate::restore::Rebuild;
 use crate::versions::Versions;
 use crate::writes::{Outbox, Unreadable};
 use leadstream_runtime::clickhouse::{Sink, SinkError};
-use leadstream_runtime::dead_letter::Payload;
 use leadstream_runtime::group::Membership;
 use leadstream_runtime::retry::{GaveUp, Retry};
 use rdkafka::consumer::Consumer;
@@ -66,13 +65,13 @@ impl Dependency {
 
 /// What was consumed since the last flush.
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     /// Per topic-partition, the newest offset the next flush covers.
-    offsets: Offsets,
+    pub(crate) offsets: Offsets,
     /// Unreadable messages, for the dead-letter topic.
-    dead: Vec<Unreadable>,
+    pub(crate) dead: Vec<Unreadable>,
     /// Messages taken in.
-    messages: usize,
+    pub(crate) messages: usize,
 }
 
 /// Everything the consume loop works with.
@@ -334,74 +333,6 @@ impl Service<'_> {
                 continue;
             };
             self.take_in(e, &m, &mut batch);
-        }
-    }
-
-    /// Applies one consumed message and adds it to `batch`: its offset is stored once the flush
-    /// covering it went through, and an unreadable one is dead-lettered by that flush.
-    fn take_in(&self, engine: &mut Engine, m: &impl Message, batch: &mut Batch) {
-        batch.dead.extend(self.apply(engine, m));
-        // rdkafka's store_offset takes the message's own offset (it commits the next one).
-        batch
-            .offsets
-            .insert((m.topic().to_string(), m.partition()), m.offset());
-        batch.messages += 1;
-    }
-
-    /// Applies one consumed message to the engine; an unreadable one comes back for the
-    /// dead-letter topic.
-    fn apply(&self, engine: &mut Engine, m: &impl Message) -> Option<Unreadable> {
-        let payload = m.payload();
-        let unreadable = |error: String| {
-            events::message_unreadable(m.topic(), m.partition(), m.offset(), &error);
-            Some(Unreadable {
-                topic: m.topic().to_string(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: Payload::of(payload.unwrap_or_default()),
-                error,
-            })
-        };
-        if m.topic() == self.cfg.kafka.stitch_topic {
-            return match decode::recheck(payload) {
-                Ok(r) => {
-                    match r.copy {
-                        Some((event_type, id)) => engine.recheck_copy(&r.lead, event_type, &id),
-                        None => engine.recheck(&r.lead),
-                    }
-                    events::recheck_received();
-                    None
-                }
-                Err(why) => unreadable(why),
-            };
-        }
-        let received = chrono::Utc::now().timestamp_millis();
-        match decode::normalized(payload) {
-            Ok(e) => {
-                // With one partition every key is where it belongs (no key to build per event).
-                if engine.ownership().partitions() > 1 {
-                    let key = e.lead_key();
-                    if engine.ownership().partition(&key) as i32 != m.partition() {
-                        events::misrouted(&key, m.partition());
-                    }
-                }
-                match engine.ingest(&e, received) {
-                    Ingested::Duplicate => events::event_processed(true, false, false, false),
-                    Ingested::Applied {
-                        correction,
-                        late,
-                        too_late,
-                    } => {
-                        if too_late {
-                            events::too_late(&e.event_id);
-                        }
-                        events::event_processed(false, late, too_late, correction)
-                    }
-                }
-                None
-            }
-            Err(why) => unreadable(why),
         }
     }
 
