@@ -4,7 +4,9 @@
 #   2. generator: 50,000 leads (~210k messages) generated to /dev/null, then produced to the broker
 #   3. end to end: N mixed events (default 1,000,000) from the local broker into ClickHouse with
 #      one collector: events/s and collector CPU seconds; then one aggregator started on that
-#      N-event backlog: time to catch up (rebuild from ClickHouse + the normalized topic)
+#      N-event backlog: time to catch up (rebuild from ClickHouse + the normalized topic); then
+#      the aggregator binary killed with SIGKILL and restarted, from its checkpoints and with
+#      them removed: time until ready and current, RSS
 #   4. stage machine: events/s on one core and memory per tracked lead
 #   5. fuzzer: FUZZ_INPUTS (default 10,000,000) mutated inputs through the normalizer and the
 #      aggregator's decoder and engine; count, time, and any input that panicked
@@ -19,7 +21,7 @@ cargo bench -p leadstream-schemas --bench normalize -- --noplot 2>&1 | grep -E "
 # shellcheck source=scripts/private-stack.sh
 source "$ROOT/scripts/private-stack.sh"
 private_stack bench
-cargo build --release --locked -q -p leadstream-generator
+cargo build --release --locked -q -p leadstream-generator -p leadstream-aggregator
 gen="${CARGO_TARGET_DIR:-$ROOT/target}/release/leadstream-generator"
 echo "generator, 50000 leads, no broker (--dry-run /dev/null):"
 RUST_LOG=warn,leadstream_generator=info "$gen" --leads 50000 --seed 1 --no-progress --dry-run /dev/null 2>&1 | grep finished

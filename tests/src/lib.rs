@@ -548,14 +548,15 @@ pub async fn metric(addr: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// A workspace binary next to this test's deps directory (scripts/test.sh builds them first).
+/// A workspace binary next to this test's deps directory (scripts/test.sh builds them first),
+/// or next to this executable (a bench binary in `target/release`).
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join(name);
+    let dir = exe.parent().expect("target dir");
+    let bin = match dir.join(name) {
+        beside if beside.exists() => beside,
+        _ => dir.parent().expect("target dir").join(name),
+    };
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build --bins` (scripts/test.sh does)",

@@ -50,6 +50,23 @@ pub fn restored_from_checkpoints(
     metrics::gauge!("leadstream_aggregator_partitions_owned").set(partitions.len() as f64);
 }
 
+/// A restore finished (its rows written): from checkpoints or from history, and how long it
+/// took from the assignment on (what a restart or rebalance costs beyond the group's own wait).
+pub fn restore_finished(from_checkpoints: bool, elapsed: Duration) {
+    let from = if from_checkpoints {
+        "checkpoint"
+    } else {
+        "history"
+    };
+    tracing::info!(
+        from,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "restore finished"
+    );
+    metrics::gauge!("leadstream_aggregator_restore_seconds", "from" => from)
+        .set(elapsed.as_secs_f64());
+}
+
 /// The checkpoints could not be used; the state is rebuilt from history instead.
 pub fn checkpoints_unusable(why: &str) {
     tracing::info!(

@@ -165,10 +165,11 @@ impl Service<'_> {
                 );
                 let out = engine.flush(versions.issue());
                 // The settled buckets first: the flush's own rows are newer where they overlap.
-                return match self.write_all(&[&fixes, &out]).await? {
-                    true => Ok(Rebuild::Done(Box::new(engine), versions)),
-                    false => Ok(Rebuild::Stopped),
-                };
+                if !self.write_all(&[&fixes, &out]).await? {
+                    return Ok(Rebuild::Stopped);
+                }
+                events::restore_finished(true, started.elapsed());
+                return Ok(Rebuild::Done(Box::new(engine), versions));
             }
             Err(why) => events::checkpoints_unusable(&why),
         }
@@ -204,10 +205,11 @@ impl Service<'_> {
         // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.
         let mut stale = rebuilt.stale_rollups;
         store::keep_vanished(&mut stale, &out);
-        match self.write_all(&[&out, &stale]).await? {
-            true => Ok(Rebuild::Done(Box::new(engine), versions)),
-            false => Ok(Rebuild::Stopped),
+        if !self.write_all(&[&out, &stale]).await? {
+            return Ok(Rebuild::Stopped);
         }
+        events::restore_finished(false, started.elapsed());
+        Ok(Rebuild::Done(Box::new(engine), versions))
     }
 
     /// Writes each of `outputs` in turn; `false` when the give-up token interrupted the retries.

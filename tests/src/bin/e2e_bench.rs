@@ -1,7 +1,9 @@
 //! End-to-end benchmark: N mixed valid events (all seven topics) produced to the local broker, then
 //! one in-process collector drains them into ClickHouse, then one aggregator, started on that
 //! backlog, catches up (rebuild from ClickHouse + the whole normalized topic). Prints events/s and
-//! CPU seconds of each. Run through scripts/bench.sh (release build, private stack).
+//! CPU seconds of each. Then the aggregator binary is killed with SIGKILL and restarted twice:
+//! from its checkpoints, and with them removed (a rebuild from history); prints the time until it
+//! is ready and current, and its RSS. Run through scripts/bench.sh (release build, private stack).
 #![allow(missing_docs)]
 
 use leadstream_schemas::SourceKind;
@@ -168,31 +170,44 @@ async fn main() {
 
     // The aggregator was down while all of it arrived: it starts on an N-event backlog.
     let cfg = w.aggregator_config(&free_addr());
-    let (elapsed, cpu, task) = aggregator_until_caught_up(&w, cfg.clone()).await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let task = tokio::spawn(leadstream_aggregator::run(cfg.clone(), token.clone()));
+    caught_up(&w, &cfg).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     println!("aggregator caught up on a {n}-event backlog (rebuild from ClickHouse + the normalized topic) in {elapsed:.1} s: {:.0} events/s, {cpu:.1} CPU-s", n as f64 / elapsed);
-    // Killed (the task dropped mid-flight: no final flush or checkpoint), started again: it
-    // loads its checkpoints. Then the same restart with the checkpoints gone: it rebuilds from
-    // the whole history in ClickHouse, as every restart did before checkpoints.
-    task.abort();
-    let _ = task.await;
+    token.cancel();
+    task.await
+        .expect("aggregator task")
+        .expect("aggregator run");
+    // The binary, started, killed with SIGKILL once it is current, started again: it loads its
+    // checkpoints. Then the same with the checkpoints gone: it rebuilds from the whole history
+    // in ClickHouse, as every restart did before checkpoints.
+    let file = leadstream_tests::process::config_file(&cfg, "bench-aggregator");
+    let mut agg = leadstream_tests::process::spawn_aggregator(&file);
+    caught_up(&w, &cfg).await;
+    agg.kill9();
     let bytes = query_u64(
         &clickhouse_url(),
         &w.database,
         "SELECT sum(length(data)) FROM aggregator_checkpoints FINAL",
     )
-    .await;
-    let (from_checkpoint, cpu, task) = aggregator_until_caught_up(&w, cfg.clone()).await;
-    println!("restart after a kill, from checkpoints ({bytes:?} bytes of state): ready and caught up in {from_checkpoint:.2} s, {cpu:.1} CPU-s");
-    task.abort();
-    let _ = task.await;
+    .await
+    .unwrap_or(0);
+    let (from_checkpoint, rss, mut agg) = restart(&w, &cfg, &file).await;
+    let restore = restore_seconds(&cfg.api.listen).await;
+    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state): ready and current in {from_checkpoint:.2} s, of which the restore {restore:.2} s (the rest is the group handing the partitions over); RSS {:.0} MB", bytes as f64 / 1e6, rss as f64 / 1e6);
+    agg.kill9();
     let _ = clickhouse(&w.database)
         .query("TRUNCATE TABLE aggregator_checkpoints")
         .execute()
         .await;
-    let (from_history, cpu, task) = aggregator_until_caught_up(&w, cfg).await;
-    println!("restart after a kill, checkpoints removed (rebuild from history): ready and caught up in {from_history:.2} s, {cpu:.1} CPU-s; checkpoint restart is {:.0}x faster", from_history / from_checkpoint.max(1e-3));
-    task.abort();
-    let _ = task.await;
+    let (from_history, rss, mut agg) = restart(&w, &cfg, &file).await;
+    let rebuild = restore_seconds(&cfg.api.listen).await;
+    println!("restart after SIGKILL, checkpoints removed (rebuild from history): ready and current in {from_history:.2} s, of which the restore {rebuild:.2} s; RSS {:.0} MB; restore from checkpoints / from history: {:.3}", rss as f64 / 1e6, restore / rebuild.max(1e-6));
+    agg.kill9();
     let rows = query_u64(
         &clickhouse_url(),
         &w.database,
@@ -210,38 +225,59 @@ async fn main() {
     println!("stage_transitions rows: {rows:?}, rollup buckets: {buckets:?}");
 }
 
-type Running = tokio::task::JoinHandle<Result<(), leadstream_aggregator::AggregatorError>>;
-
-/// Starts an aggregator and waits until it answers ready and its group's offsets reached the
-/// end of both topics: (seconds, CPU seconds, the running task).
-async fn aggregator_until_caught_up(
+/// Waits until the aggregator at `cfg.api.listen` answers ready and its group's offsets reached
+/// the end of both topics.
+async fn caught_up(
     w: &World,
-    cfg: leadstream_aggregator::AggregatorConfig,
-) -> (f64, f64, Running) {
+    cfg: &leadstream_aggregator::AggregatorConfig,
+) {
     let group = cfg.kafka.group_id.clone();
-    let addr = cfg.api.listen.clone();
     let topics = vec![w.normalized_topic(), w.stitch_topic()];
-    let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    let token = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(leadstream_aggregator::run(cfg, token));
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let ready = leadstream_tests::process::readyz(&addr)
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready = leadstream_tests::process::readyz(&cfg.api.listen)
             .await
             .is_some_and(|(ready, _)| ready);
+        if !ready {
+            continue;
+        }
         let state = tokio::task::spawn_blocking({
             let (g, t, parts) = (group.clone(), topics.clone(), w.partitions);
             move || committed_vs_end(&g, &t, parts)
         })
         .await
         .expect("offsets");
-        if ready && state.iter().all(|(_, _, c, e)| (*c).max(0) == *e) {
-            break;
+        if state.iter().all(|(_, _, c, e)| (*c).max(0) == *e) {
+            return;
         }
         if t0.elapsed() > Duration::from_secs(1800) {
             panic!("aggregator did not catch up within 30 min");
         }
     }
-    (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0, task)
+}
+
+/// The last restore's duration, as the aggregator at `addr` reports it.
+async fn restore_seconds(addr: &str) -> f64 {
+    leadstream_tests::faults::labelled_sum(addr, "leadstream_aggregator_restore_seconds").await
+}
+
+/// Starts the aggregator binary and waits until it is ready and current: (seconds, its RSS in
+/// bytes then, the process).
+async fn restart(
+    w: &World,
+    cfg: &leadstream_aggregator::AggregatorConfig,
+    file: &std::path::Path,
+) -> (f64, u64, leadstream_tests::process::Running) {
+    let t0 = Instant::now();
+    let agg = leadstream_tests::process::spawn_aggregator(file);
+    caught_up(w, cfg).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agg.id())).unwrap_or_default();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (elapsed, rss_kb * 1024, agg)
 }
