@@ -100,7 +100,9 @@ pub struct StateConfig {
     pub max_touches_per_device: usize,
     /// How often the owned partitions' state is checkpointed to ClickHouse
     /// (`aggregator_checkpoints`). Offsets are committed only with a checkpoint, so a restart
-    /// loads it and replays at most this much of the Kafka tail, instead of all history.
+    /// loads it and replays at most this much of the Kafka tail, instead of all history. A
+    /// large state stretches it: checkpoints are spaced at least ten times what the last one
+    /// took.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
 }

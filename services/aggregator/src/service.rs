@@ -100,6 +100,9 @@ pub struct Service<'a> {
 /// and the messages fetched meanwhile are applied right after it).
 const FLUSH_PAUSE_AFTER: Duration = Duration::from_secs(1);
 
+/// Checkpoints are spaced at least this many times the last one's duration.
+const CHECKPOINT_SPACING: u32 = 10;
+
 impl Service<'_> {
     /// [`with_retry`], with readiness following the dependency: blocked while it fails.
     pub(crate) async fn retried<T, F, Fut>(
@@ -168,7 +171,9 @@ impl Service<'_> {
         let mut unsaved = false;
         // `None`: a checkpoint is due (right after a restore).
         let mut checkpointed: Option<Instant> = None;
-        let interval = self.cfg.state.checkpoint_interval;
+        // At least ten times what the last checkpoint took: a large state written every
+        // interval would otherwise leave little time for anything else.
+        let mut interval = self.cfg.state.checkpoint_interval;
         loop {
             let now_gen = context.generation.load(Ordering::SeqCst);
             if now_gen != generation {
@@ -234,6 +239,8 @@ impl Service<'_> {
                         .collect();
                     let dead = std::mem::take(&mut batch.dead);
                     let checkpointing = checkpoint_due || stop;
+                    // Milliseconds the checkpoint took (the future must stay `Send`).
+                    let cost = std::sync::atomic::AtomicU64::new(0);
                     let versions = &mut versions;
                     let flush = async {
                         if !self.flush(e, versions, dead).await? {
@@ -241,7 +248,12 @@ impl Service<'_> {
                         }
                         // Right after the flush, before anything else is applied.
                         match checkpointing {
-                            true => self.checkpoint(e, versions.last(), &covered).await,
+                            true => {
+                                let started = Instant::now();
+                                let r = self.checkpoint(e, versions.last(), &covered).await;
+                                cost.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                                r
+                            }
                             false => Ok(true),
                         }
                     };
@@ -274,6 +286,10 @@ impl Service<'_> {
                             }
                         }
                         (unsaved, checkpointed) = (false, Some(Instant::now()));
+                        interval = (self.cfg.state.checkpoint_interval).max(
+                            Duration::from_millis(cost.load(Ordering::Relaxed))
+                                * CHECKPOINT_SPACING,
+                        );
                     }
                     // What came in while the flush ran belongs to the next one.
                     for m in &early {

@@ -298,6 +298,50 @@ fn single_engine(events: &[NormalizedEvent]) -> ReadModel {
     model
 }
 
+/// Plays `schedule` on `c` (events arrive a few at a time while members consume, flush,
+/// checkpoint or rebalance), delivers the rest, drains, and compares with one engine.
+fn play(
+    mut c: Cluster,
+    events: &[NormalizedEvent],
+    dups: &[proptest::sample::Index],
+    schedule: Vec<(usize, usize, u8)>,
+    members: usize,
+) -> Result<(), TestCaseError> {
+    let want = single_engine(events);
+    let mut arrivals = events.to_vec();
+    for d in dups {
+        arrivals.push(events[d.index(events.len())].clone());
+    }
+    let mut next = 0;
+    for (m, k, action) in schedule {
+        for e in arrivals.iter().skip(next).take(2) {
+            c.arrive(e);
+        }
+        next = (next + 2).min(arrivals.len());
+        let m = m % c.nodes.len();
+        c.consume(m, k);
+        match action {
+            // A rebalance drops what was consumed but not committed (it is read again).
+            0 => c.rebalance(members, k),
+            1 => c.rebalance((members - 1).max(1), k),
+            2..=4 => c.flush(m),
+            5..=6 if c.checkpointing => c.checkpoint(m),
+            5..=6 => c.flush(m),
+            _ => {}
+        }
+    }
+    for e in arrivals.iter().skip(next) {
+        c.arrive(e);
+    }
+    c.drain();
+    prop_assert_eq!(snapshot(&c.model), snapshot(&want));
+    // Rollup buckets written by several members (per partition) sum to one engine's.
+    for (f, n) in [("b2c", 6), ("sales", 4)] {
+        prop_assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
@@ -308,43 +352,9 @@ proptest! {
         schedule in proptest::collection::vec((0usize..4, 1usize..6, 0u8..10), 1..60),
         dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
     ) {
-        let want = single_engine(&events);
-        let mut arrivals = events.clone();
-        for d in &dups {
-            arrivals.push(events[d.index(events.len())].clone());
-        }
-        let mut c = Cluster::new(partitions, members);
-        let mut next = 0;
-        for (m, k, action) in schedule {
-            // Events arrive a few at a time while members consume, flush or rebalance.
-            for e in arrivals.iter().skip(next).take(2) {
-                c.arrive(e);
-            }
-            next = (next + 2).min(arrivals.len());
-            let m = m % c.nodes.len();
-            c.consume(m, k);
-            match action {
-                // A rebalance drops what was consumed but not flushed (it is read again).
-                0 => c.rebalance(members, k),
-                1 => c.rebalance(members - 1, k),
-                2..=6 => c.flush(m),
-                _ => {}
-            }
-        }
-        for e in arrivals.iter().skip(next) {
-            c.arrive(e);
-        }
-        c.drain();
-        prop_assert_eq!(snapshot(&c.model), snapshot(&want));
-        // Rollup buckets written by several members (per partition) sum to one engine's.
-        for (f, n) in [("b2c", 6), ("sales", 4)] {
-            prop_assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
-        }
+        play(Cluster::new(partitions, members), &events, &dups, schedule, members)?;
     }
-}
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
     /// Offsets committed only with checkpoints, members restoring from them on every
     /// rebalance (a crash drops everything since the last one): still one engine's rows, and
     /// rows written after a checkpoint by flushes that never reached the next are settled.
@@ -356,37 +366,9 @@ proptest! {
         schedule in proptest::collection::vec((0usize..4, 1usize..6, 0u8..10), 1..60),
         dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
     ) {
-        let want = single_engine(&events);
-        let mut arrivals = events.clone();
-        for d in &dups {
-            arrivals.push(events[d.index(events.len())].clone());
-        }
         let mut c = Cluster::new(partitions, members);
         c.checkpointing = true;
-        let mut next = 0;
-        for (m, k, action) in schedule {
-            for e in arrivals.iter().skip(next).take(2) {
-                c.arrive(e);
-            }
-            next = (next + 2).min(arrivals.len());
-            let m = m % c.nodes.len();
-            c.consume(m, k);
-            match action {
-                0 => c.rebalance(members, k),
-                1 => c.rebalance((members - 1).max(1), k),
-                2..=4 => c.flush(m),
-                5..=7 => c.checkpoint(m),
-                _ => {}
-            }
-        }
-        for e in arrivals.iter().skip(next) {
-            c.arrive(e);
-        }
-        c.drain();
-        prop_assert_eq!(snapshot(&c.model), snapshot(&want));
-        for (f, n) in [("b2c", 6), ("sales", 4)] {
-            prop_assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
-        }
+        play(c, &events, &dups, schedule, members)?;
     }
 }
 

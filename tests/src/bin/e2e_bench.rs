@@ -227,10 +227,7 @@ async fn main() {
 
 /// Waits until the aggregator at `cfg.api.listen` answers ready and its group's offsets reached
 /// the end of both topics.
-async fn caught_up(
-    w: &World,
-    cfg: &leadstream_aggregator::AggregatorConfig,
-) {
+async fn caught_up(w: &World, cfg: &leadstream_aggregator::AggregatorConfig) {
     let group = cfg.kafka.group_id.clone();
     let topics = vec![w.normalized_topic(), w.stitch_topic()];
     let t0 = Instant::now();

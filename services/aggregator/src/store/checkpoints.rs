@@ -2,7 +2,7 @@
 //! in chunks, written after a flush; read back as the newest version whose chunks are all there,
 //! with the rows written after it (see [`Stale`]).
 
-use super::live_since;
+use super::written_since;
 use crate::engine::{Engine, Ownership, Stale, CHECKPOINT_FORMAT};
 use clickhouse::Client;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
@@ -159,13 +159,13 @@ pub async fn stale(
         }
     }
     let r = &mut stale.rollups;
-    r.cohort_rollup = live_since(client, "funnel_cohort_minute", own, oldest).await?;
+    r.cohort_rollup = written_since(client, "funnel_cohort_minute", own, oldest).await?;
     r.cohort_rollup
         .retain(|x| newer(u32::from(x.partition), x.version));
-    r.reach_rollup = live_since(client, "funnel_reach_minute", own, oldest).await?;
+    r.reach_rollup = written_since(client, "funnel_reach_minute", own, oldest).await?;
     r.reach_rollup
         .retain(|x| newer(u32::from(x.partition), x.version));
-    r.transition_rollup = live_since(client, "funnel_transition_minute", own, oldest).await?;
+    r.transition_rollup = written_since(client, "funnel_transition_minute", own, oldest).await?;
     r.transition_rollup
         .retain(|x| newer(u32::from(x.partition), x.version));
     Ok(stale)

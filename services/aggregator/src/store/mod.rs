@@ -113,6 +113,27 @@ pub struct Rebuilt {
     pub stale_rollups: Output,
 }
 
+/// Rows of the owned partitions of a rollup table that `filter` keeps (after `FROM table`).
+async fn owned_rows<R>(
+    client: &Client,
+    table: &str,
+    own: &Ownership,
+    filter: &str,
+) -> Result<Vec<R>, clickhouse::error::Error>
+where
+    R: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    let owned: Vec<u32> = own.owned().collect();
+    client
+        .query(&format!(
+            "SELECT ?fields FROM {table} {filter} AND partition IN ?"
+        ))
+        .bind(owned)
+        .fetch_all::<R>()
+        .await
+}
+
+/// The live buckets of the owned partitions.
 async fn live<R>(
     client: &Client,
     table: &str,
@@ -121,19 +142,12 @@ async fn live<R>(
 where
     R: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    let owned: Vec<u32> = own.owned().collect();
-    client
-        .query(&format!(
-            "SELECT ?fields FROM {table} FINAL WHERE is_deleted = 0 AND partition IN ?"
-        ))
-        .bind(owned)
-        .fetch_all::<R>()
-        .await
+    owned_rows(client, table, own, "FINAL WHERE is_deleted = 0").await
 }
 
 /// Rows of the owned partitions with a version above `version`, tombstones included (every
 /// version of a bucket: no `FINAL`).
-async fn live_since<R>(
+async fn written_since<R>(
     client: &Client,
     table: &str,
     own: &Ownership,
@@ -142,15 +156,7 @@ async fn live_since<R>(
 where
     R: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    let owned: Vec<u32> = own.owned().collect();
-    client
-        .query(&format!(
-            "SELECT ?fields FROM {table} WHERE partition IN ? AND version > ?"
-        ))
-        .bind(owned)
-        .bind(version)
-        .fetch_all::<R>()
-        .await
+    owned_rows(client, table, own, &format!("WHERE version > {version}")).await
 }
 
 /// An empty engine for `own` with the configured state settings.
