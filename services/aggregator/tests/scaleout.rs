@@ -129,48 +129,10 @@ impl Cluster {
                 .filter(|p| (*p as usize + shift) % members == m)
                 .collect();
             let own = Ownership::new(self.partitions, parts.iter().copied());
-            if let Some(engine) = self.restore(&own) {
-                let pos = parts
-                    .iter()
-                    .map(|p| {
-                        let (n, s) = self.committed[*p as usize];
-                        (*p, n, s)
-                    })
-                    .collect();
-                nodes.push(Node { engine, parts, pos });
-                continue;
-            }
-            let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
-            for f in ["b2c", "sales"] {
-                for r in self.model.leads(f) {
-                    if own.owns(&r.lead_id) {
-                        engine.seed_published(f, &r.lead_id, r.transitions);
-                    }
-                }
-            }
-            let mut sorted: Vec<&NormalizedEvent> = self
-                .stored
-                .iter()
-                .filter(|e| own.owns(&e.lead_key()))
-                .collect();
-            sorted.sort_by_key(|e| e.event_time);
-            for e in sorted {
-                engine.ingest(e, 0);
-            }
-            engine.clear_lookups();
-            let devices: Vec<(SmolStr, bool)> = engine
-                .known_devices()
-                .map(|(d, foreign)| (SmolStr::new(d), foreign))
-                .collect();
-            for (d, foreign) in devices {
-                let l = Lookup::refresh(d, foreign);
-                let (claims, touches) = self.lookup(&l);
-                engine.learn(&l, &claims, &touches);
-            }
-            let v = self.next_version();
-            self.model.tombstone_rollups(&parts, v);
-            let out = engine.flush(self.next_version());
-            self.model.apply(out);
+            let engine = match self.restore(&own) {
+                Some(engine) => engine,
+                None => self.rebuild(&own, &parts),
+            };
             let pos = parts
                 .iter()
                 .map(|p| {
@@ -181,6 +143,42 @@ impl Cluster {
             nodes.push(Node { engine, parts, pos });
         }
         self.nodes = nodes;
+    }
+
+    /// An engine for `own` rebuilt from everything stored (as the service rebuilds from history).
+    fn rebuild(&mut self, own: &Ownership, parts: &[u32]) -> Engine {
+        let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+        for f in ["b2c", "sales"] {
+            for r in self.model.leads(f) {
+                if own.owns(&r.lead_id) {
+                    engine.seed_published(f, &r.lead_id, r.transitions);
+                }
+            }
+        }
+        let mut sorted: Vec<&NormalizedEvent> = self
+            .stored
+            .iter()
+            .filter(|e| own.owns(&e.lead_key()))
+            .collect();
+        sorted.sort_by_key(|e| e.event_time);
+        for e in sorted {
+            engine.ingest(e, 0);
+        }
+        engine.clear_lookups();
+        let devices: Vec<(SmolStr, bool)> = engine
+            .known_devices()
+            .map(|(d, foreign)| (SmolStr::new(d), foreign))
+            .collect();
+        for (d, foreign) in devices {
+            let l = Lookup::refresh(d, foreign);
+            let (claims, touches) = self.lookup(&l);
+            engine.learn(&l, &claims, &touches);
+        }
+        let v = self.next_version();
+        self.model.tombstone_rollups(parts, v);
+        let out = engine.flush(self.next_version());
+        self.model.apply(out);
+        engine
     }
 
     /// An engine for `own` from the checkpoints of its partitions (as the service restores),
