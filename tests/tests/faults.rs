@@ -353,11 +353,12 @@ async fn restoring(addr: &str) -> bool {
     })
 }
 
-/// Not ready because a flush's ClickHouse call keeps failing (not merely the health ping).
+/// Not ready because a ClickHouse call of a flush (or of the checkpoint that follows it, in the
+/// same polled work) keeps failing, not merely the health ping.
 async fn flushing_into_the_outage(addr: &str) -> bool {
     process::readyz(addr).await.is_some_and(|(ready, body)| {
         !ready
-            && ["copies", "lookup", "write"]
+            && ["copies", "lookup", "write", "checkpoint"]
                 .iter()
                 .any(|call| body.contains(&format!("clickhouse: {call} failing")))
     })
