@@ -1,6 +1,7 @@
 //! Restoring the owned partitions' state when the group assigns them: a new epoch, their
-//! checkpoints (or, without usable ones, the rebuild from history in ClickHouse), and the consumer kept polling meanwhile (also during flushes), so no long
-//! rebuild or ClickHouse outage gets the member taken out of the group.
+//! checkpoints (or, without usable ones, the rebuild from history in ClickHouse), and the
+//! consumer kept polling meanwhile (also during flushes), so no long restore or ClickHouse
+//! outage gets the member taken out of the group.
 
 use crate::engine::{Engine, Output, Ownership};
 use crate::internal_events as events;

@@ -234,11 +234,15 @@ impl Service<'_> {
                 if (due || stop || checkpoint_due)
                     && (batch.messages > 0 || e.pending() > 0 || checkpoint_due)
                 {
-                    let covered: Offsets = (uncommitted.iter().chain(&batch.offsets))
-                        .map(|(k, v)| (k.clone(), *v))
-                        .collect();
-                    let dead = std::mem::take(&mut batch.dead);
                     let checkpointing = checkpoint_due || stop;
+                    // What the checkpoint covers, for its record (only built for one).
+                    let covered: Offsets = match checkpointing {
+                        true => (uncommitted.iter().chain(&batch.offsets))
+                            .map(|(k, v)| (k.clone(), *v))
+                            .collect(),
+                        false => Offsets::new(),
+                    };
+                    let dead = std::mem::take(&mut batch.dead);
                     // Milliseconds the checkpoint took (the future must stay `Send`).
                     let cost = std::sync::atomic::AtomicU64::new(0);
                     let versions = &mut versions;

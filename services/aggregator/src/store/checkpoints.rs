@@ -159,15 +159,9 @@ pub async fn stale(
         }
     }
     let r = &mut stale.rollups;
-    r.cohort_rollup = written_since(client, "funnel_cohort_minute", own, oldest).await?;
-    r.cohort_rollup
-        .retain(|x| newer(u32::from(x.partition), x.version));
-    r.reach_rollup = written_since(client, "funnel_reach_minute", own, oldest).await?;
-    r.reach_rollup
-        .retain(|x| newer(u32::from(x.partition), x.version));
-    r.transition_rollup = written_since(client, "funnel_transition_minute", own, oldest).await?;
-    r.transition_rollup
-        .retain(|x| newer(u32::from(x.partition), x.version));
+    r.cohort_rollup = written_since(client, "funnel_cohort_minute", own, since).await?;
+    r.reach_rollup = written_since(client, "funnel_reach_minute", own, since).await?;
+    r.transition_rollup = written_since(client, "funnel_transition_minute", own, since).await?;
     Ok(stale)
 }
 

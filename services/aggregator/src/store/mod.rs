@@ -145,18 +145,26 @@ where
     owned_rows(client, table, own, "FINAL WHERE is_deleted = 0").await
 }
 
-/// Rows of the owned partitions with a version above `version`, tombstones included (every
-/// version of a bucket: no `FINAL`).
+/// Rows of the owned partitions with a version above their partition's in `since`, tombstones
+/// included (every version of a bucket: no `FINAL`).
 async fn written_since<R>(
     client: &Client,
     table: &str,
     own: &Ownership,
-    version: u64,
+    since: &HashMap<u32, u64>,
 ) -> Result<Vec<R>, clickhouse::error::Error>
 where
     R: clickhouse::RowOwned + clickhouse::RowRead,
 {
-    owned_rows(client, table, own, &format!("WHERE version > {version}")).await
+    if since.is_empty() {
+        return Ok(Vec::new());
+    }
+    let newer: Vec<String> = since
+        .iter()
+        .map(|(p, v)| format!("(partition = {p} AND version > {v})"))
+        .collect();
+    let filter = format!("WHERE ({})", newer.join(" OR "));
+    owned_rows(client, table, own, &filter).await
 }
 
 /// An empty engine for `own` with the configured state settings.
