@@ -76,6 +76,11 @@ const SINGLE: &[Migration] = &[
         name: "aggregator_checkpoints",
         sql: include_str!("../migrations/single/0010_aggregator_checkpoints.sql"),
     },
+    Migration {
+        version: 11,
+        name: "aggregator_evicted",
+        sql: include_str!("../migrations/single/0011_aggregator_evicted.sql"),
+    },
 ];
 
 const CLUSTER: &[Migration] = &[
@@ -128,6 +133,11 @@ const CLUSTER: &[Migration] = &[
         version: 10,
         name: "aggregator_checkpoints",
         sql: include_str!("../migrations/cluster/0010_aggregator_checkpoints.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "aggregator_evicted",
+        sql: include_str!("../migrations/cluster/0011_aggregator_evicted.sql"),
     },
 ];
 

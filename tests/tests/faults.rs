@@ -32,7 +32,9 @@ async fn the_collector_killed_five_times_mid_stream() {
 /// The aggregator killed with SIGKILL five times mid-stream: every restart after the first
 /// checkpoint loads the checkpoints and reads no history
 /// (`leadstream_aggregator_rebuilds_total` stays 0 in every restarted process), on a feed of
-/// 20k leads (`LEADSTREAM_CHECKPOINT_LEADS`) with late events and duplicates.
+/// 20k leads (`LEADSTREAM_CHECKPOINT_LEADS`) with late events and duplicates. Leads idle for 5
+/// minutes of event time leave memory (the feed's steps are minutes to an hour apart, so many
+/// leads go idle and come back), across the kills too: leads are evicted and read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints() {
     use rand::{Rng, SeedableRng};
@@ -42,10 +44,23 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
         .unwrap_or(20_000);
     let w = World::new("fault_kill_aggregator", 3).await;
     let mut col = Service::collector(&w);
-    let mut agg = Service::aggregator(&w);
+    let mut agg = Service::aggregator_with(&w, |c| {
+        c.state.idle_after = Duration::from_secs(5 * 60);
+        // Checkpoints (and evictions) within each process's short life between kills.
+        c.state.checkpoint_interval = Duration::from_secs(2);
+    });
     col.start();
     agg.start();
     let sending = feed(&w, 102, leads, feed_seconds(), |_| {});
+    // Evictions and reloads, summed over the processes (each read just before its kill, so a
+    // lower bound).
+    let mut moved = (0.0, 0.0);
+    let count = |addr: String| async move {
+        (
+            labelled_sum(&addr, "leadstream_aggregator_evicted_groups_total").await,
+            labelled_sum(&addr, "leadstream_aggregator_reloaded_groups_total").await,
+        )
+    };
     // The first process has nothing to restore: it rebuilds (from an empty history) and writes
     // its first checkpoint right away.
     let first = eventually(
@@ -63,6 +78,9 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
         agg.wait_for_progress().await;
         let pause = rng.random_range(0..=3000);
         tokio::time::sleep(Duration::from_millis(pause)).await;
+        let (evicted, reloaded) = count(agg.addr.clone()).await;
+        moved = (moved.0 + evicted, moved.1 + reloaded);
+        eprintln!("kill {kill}: {evicted} groups evicted, {reloaded} read back by this process");
         agg.kill9();
         agg.start();
         let restored = eventually(
@@ -96,6 +114,10 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
     }
     let sent = sending.await.expect("feed");
     assert_exact(&w, &sent, &[&agg.addr], settle()).await;
+    let (evicted, reloaded) = count(agg.addr.clone()).await;
+    moved = (moved.0 + evicted, moved.1 + reloaded);
+    assert!(moved.0 > 0.0, "idle leads were evicted ({moved:?})");
+    assert!(moved.1 > 0.0, "evicted leads were read back ({moved:?})");
     col.terminate(SIGTERM_LIMIT);
     agg.terminate(SIGTERM_LIMIT);
 }

@@ -6,6 +6,7 @@ use crate::engine::Engine;
 use crate::internal_events as events;
 use crate::service::{Dependency, Service};
 use crate::store::checkpoints::{self, Checkpoint};
+use crate::store::evicted;
 use leadstream_runtime::clickhouse::SinkError;
 use leadstream_runtime::retry::GaveUp;
 use std::collections::BTreeMap;
@@ -30,14 +31,17 @@ impl Service<'_> {
         h.finish()
     }
 
-    /// Writes the checkpoints of the owned partitions as of flush `version`, covering
-    /// `offsets`: `false` when the give-up token interrupted the retries.
+    /// Evicts the idle groups, then writes the checkpoints of the owned partitions as of flush
+    /// `version`, covering `offsets`: `false` when the give-up token interrupted the retries.
     pub(crate) async fn checkpoint(
         &self,
-        engine: &Engine,
+        engine: &mut Engine,
         version: u64,
         offsets: &Offsets,
     ) -> Result<bool, SinkError> {
+        if !self.evict(engine, version).await? {
+            return Ok(false);
+        }
         let started = Instant::now();
         let covers = |p: u32| {
             let of: BTreeMap<&str, i64> = offsets
@@ -71,6 +75,35 @@ impl Service<'_> {
             }
             Ok(Ok(())) => {
                 events::checkpointed(list.len(), bytes, encoded, started.elapsed());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Stores the idle groups and drops them from memory, before the checkpoint that no longer
+    /// holds them (so a checkpoint never lacks a lead that is not stored).
+    async fn evict(&self, engine: &mut Engine, version: u64) -> Result<bool, SinkError> {
+        let started = Instant::now();
+        let groups = engine.idle_groups();
+        if groups.is_empty() {
+            return Ok(true);
+        }
+        match self
+            .retried("evict", Dependency::ClickHouse, || {
+                evicted::write(self.sink, &groups, version)
+            })
+            .await
+        {
+            Err(GaveUp) => Ok(false),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, groups = groups.len(), "clickhouse refused the evicted leads");
+                Err(e)
+            }
+            Ok(Ok(())) => {
+                engine.evict(&groups);
+                let keys = groups.iter().map(|g| g.keys.len()).sum();
+                let bytes = groups.iter().map(|g| g.blob.len() * g.keys.len()).sum();
+                events::evicted(groups.len(), keys, bytes, started.elapsed());
                 Ok(true)
             }
         }

@@ -105,6 +105,12 @@ pub struct StateConfig {
     /// took.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// A lead with no event for this long in event time leaves memory with the devices whose
+    /// touches it holds (stored in `aggregator_evicted`, read back when an event, a copy or a
+    /// claim for it arrives), so memory follows the active leads, not history. Only a single
+    /// member owning every partition evicts.
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
 }
 
 /// Which touches attribute a lead.
@@ -183,6 +189,7 @@ impl Default for AggregatorConfig {
                 allowed_lateness: Duration::from_secs(3600),
                 max_touches_per_device: crate::engine::DEFAULT_TOUCH_CAP,
                 checkpoint_interval: Duration::from_secs(10),
+                idle_after: Duration::from_secs(30 * 86_400),
             },
             attribution: AttributionConfig {
                 lookback: Duration::from_secs(30 * 86_400),
@@ -269,6 +276,9 @@ impl AggregatorConfig {
         }
         if self.state.checkpoint_interval.is_zero() {
             return Err(invalid("state.checkpoint_interval", "must be positive"));
+        }
+        if self.state.idle_after.is_zero() {
+            return Err(invalid("state.idle_after", "must be positive"));
         }
         if self.state.max_touches_per_device == 0 {
             return Err(invalid("state.max_touches_per_device", "must be positive"));

@@ -13,6 +13,36 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Service<'_> {
+    /// Brings back the evicted groups the engine asked for and applies the events parked for
+    /// them: `false` when the give-up token interrupted the retries. No flush may run with
+    /// events parked (their offsets would be stored unapplied), so a refused read is an error.
+    pub(crate) async fn reload(&self, engine: &mut Engine) -> Result<bool, SinkError> {
+        loop {
+            let asked = engine.take_reloads();
+            if asked.is_empty() {
+                return Ok(true);
+            }
+            let found = self
+                .retried("reload", Dependency::ClickHouse, || async {
+                    store::evicted::read(self.sink.client(), &asked)
+                        .await
+                        .map_err(|e| SinkError::Transient(e.to_string()))
+                })
+                .await;
+            let rows = match found {
+                Err(GaveUp) => return Ok(false),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(rows)) => rows,
+            };
+            let asked_n = asked.len();
+            let r = engine.reload(asked, &rows);
+            events::reloaded(asked_n, r.groups, r.misses, r.applied.len());
+            for (e, result) in r.applied {
+                events::ingested(result, &e);
+            }
+        }
+    }
+
     /// Copy checks, lookups, rows, dead letters, rechecks: `false` when the give-up token
     /// interrupted the retries, an error when ClickHouse refused the aggregator's own rows.
     pub(crate) async fn flush(
@@ -22,6 +52,9 @@ impl Service<'_> {
         dead: Vec<Unreadable>,
     ) -> Result<bool, SinkError> {
         let started = Instant::now();
+        if !self.reload(engine).await? {
+            return Ok(false);
+        }
         // Copies first: settling one may withdraw a claim, which queues a device lookup.
         let checks = engine.take_checks();
         if !checks.is_empty() {
@@ -36,6 +69,12 @@ impl Service<'_> {
                 Err(GaveUp) => return Ok(false),
                 Ok(Err(e)) => tracing::error!(error = %e, "copy check failed"),
                 Ok(Ok(found)) => {
+                    for (c, copies) in checks.iter().zip(&found) {
+                        engine.need_for_settle(c, copies);
+                    }
+                    if !self.reload(engine).await? {
+                        return Ok(false);
+                    }
                     for (c, copies) in checks.iter().zip(found) {
                         engine.settle(c, &copies);
                     }
@@ -56,6 +95,12 @@ impl Service<'_> {
                 Err(GaveUp) => return Ok(false),
                 Ok(Err(e)) => tracing::error!(error = %e, "device lookup failed"),
                 Ok(Ok(found)) => {
+                    for (l, f) in lookups.iter().zip(&found) {
+                        engine.need_for_learn(l, &f.claims);
+                    }
+                    if !self.reload(engine).await? {
+                        return Ok(false);
+                    }
                     for (l, f) in lookups.iter().zip(found) {
                         engine.learn(l, &f.claims, &f.touches);
                     }

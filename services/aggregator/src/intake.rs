@@ -2,7 +2,7 @@
 //! batch the next flush covers.
 
 use crate::decode;
-use crate::engine::{Engine, Ingested};
+use crate::engine::Engine;
 use crate::internal_events as events;
 use crate::service::{Batch, Service};
 use crate::writes::Unreadable;
@@ -59,19 +59,7 @@ impl Service<'_> {
                         events::misrouted(&key, m.partition());
                     }
                 }
-                match engine.ingest(&e, received) {
-                    Ingested::Duplicate => events::event_processed(true, false, false, false),
-                    Ingested::Applied {
-                        correction,
-                        late,
-                        too_late,
-                    } => {
-                        if too_late {
-                            events::too_late(&e.event_id);
-                        }
-                        events::event_processed(false, late, too_late, correction)
-                    }
-                }
+                events::ingested(engine.ingest(&e, received), &e.event_id);
                 None
             }
             Err(why) => unreadable(why),

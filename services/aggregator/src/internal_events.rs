@@ -113,6 +113,25 @@ pub fn message_unreadable(topic: &str, partition: i32, offset: i64, error: &dyn 
     metrics::counter!("leadstream_aggregator_unreadable_messages_total").increment(1);
 }
 
+/// What applying one event did (a parked one is counted when it is applied).
+pub fn ingested(result: crate::engine::Ingested, event_id: &str) {
+    use crate::engine::Ingested;
+    match result {
+        Ingested::Duplicate => event_processed(true, false, false, false),
+        Ingested::Parked => {}
+        Ingested::Applied {
+            correction,
+            late,
+            too_late: is_too_late,
+        } => {
+            if is_too_late {
+                too_late(event_id);
+            }
+            event_processed(false, late, is_too_late, correction)
+        }
+    }
+}
+
 /// An event arrived later than the allowed lateness.
 pub fn too_late(event_id: &str) {
     static LOG: leadstream_runtime::throttle::Throttle =
@@ -243,4 +262,39 @@ pub fn touch_capped(device: &str, cap: usize) {
         );
     }
     metrics::counter!("leadstream_aggregator_touches_capped_total").increment(1);
+}
+
+/// Idle groups (a lead with the devices it holds) were stored and left memory.
+pub fn evicted(groups: usize, keys: usize, bytes: usize, elapsed: Duration) {
+    tracing::debug!(
+        groups,
+        keys,
+        bytes,
+        seconds = elapsed.as_secs_f64(),
+        "idle leads evicted"
+    );
+    metrics::counter!("leadstream_aggregator_evicted_groups_total").increment(groups as u64);
+    metrics::counter!("leadstream_aggregator_evicted_bytes_total").increment(bytes as u64);
+}
+
+/// Keys that may have been evicted were read back: `groups` groups came back, `misses` keys had
+/// none stored (the filter flagged them by mistake), `parked` events waiting for them applied.
+pub fn reloaded(asked: usize, groups: usize, misses: usize, parked: usize) {
+    tracing::debug!(asked, groups, misses, parked, "evicted leads read back");
+    metrics::counter!("leadstream_aggregator_reloaded_groups_total").increment(groups as u64);
+    metrics::counter!("leadstream_aggregator_reload_misses_total").increment(misses as u64);
+}
+
+/// A stored group did not decode (written by another build): its keys start empty.
+pub fn evicted_unreadable(error: &str) {
+    static LOG: leadstream_runtime::throttle::Throttle =
+        leadstream_runtime::throttle::Throttle::per(1000);
+    if let Some(skipped) = LOG.allow() {
+        tracing::error!(
+            error,
+            skipped,
+            "an evicted lead does not decode; it starts again empty"
+        );
+    }
+    metrics::counter!("leadstream_aggregator_evicted_unreadable_total").increment(1);
 }

@@ -154,6 +154,11 @@ impl Service<'_> {
         match loaded? {
             Ok(restored) => {
                 let mut engine = restored.engine;
+                // Leads rewritten after the checkpoint may have left memory with it.
+                engine.need_for_stale(&restored.stale);
+                if !self.reload(&mut engine).await? {
+                    return Ok(Rebuild::Stopped);
+                }
                 let stale_leads = restored.stale.leads.len();
                 let fixes = engine.settle_stale(restored.stale, stale_version);
                 events::restored_from_checkpoints(

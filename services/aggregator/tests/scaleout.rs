@@ -6,7 +6,7 @@
 
 mod support;
 
-use leadstream_aggregator::engine::{ClaimRecord, Lookup, Ownership};
+use leadstream_aggregator::engine::{ClaimRecord, EvictedRow, Lookup, Ownership};
 use leadstream_aggregator::Engine;
 use leadstream_schemas::{EventType, NormalizedEvent};
 use proptest::prelude::*;
@@ -42,6 +42,14 @@ struct Cluster {
     /// Per partition: the newest checkpoint.
     checkpoints: Vec<Option<Saved>>,
     restored_from_checkpoints: usize,
+    /// `state.idle_after` of the members (only a member owning every partition evicts).
+    idle_ms: Option<i64>,
+    /// "aggregator_evicted": the newest row per key.
+    evicted: std::collections::HashMap<String, EvictedRow>,
+    groups_evicted: usize,
+    groups_reloaded: usize,
+    /// Every copy stored, for the copy checks a single evicting member answers.
+    copies: support::FakeStore,
 }
 
 /// A partition's checkpoint: its bytes, the version of the flush it follows, the positions
@@ -71,6 +79,11 @@ impl Cluster {
             checkpointing: false,
             checkpoints: vec![None; partitions as usize],
             restored_from_checkpoints: 0,
+            idle_ms: None,
+            evicted: Default::default(),
+            groups_evicted: 0,
+            groups_reloaded: 0,
+            copies: support::FakeStore::default(),
         };
         c.rebalance(members, 0);
         c
@@ -82,6 +95,7 @@ impl Cluster {
 
     /// The collector: store, then publish keyed by lead.
     fn arrive(&mut self, e: &NormalizedEvent) {
+        self.copies.store(e);
         if self.ids.insert(e.event_id.clone()) {
             self.stored.push(e.clone());
         }
@@ -148,6 +162,7 @@ impl Cluster {
     /// An engine for `own` rebuilt from everything stored (as the service rebuilds from history).
     fn rebuild(&mut self, own: &Ownership, parts: &[u32]) -> Engine {
         let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+        engine.set_idle_after(self.idle_ms);
         for f in ["b2c", "sales"] {
             for r in self.model.leads(f) {
                 if own.owns(&r.lead_id) {
@@ -188,6 +203,7 @@ impl Cluster {
             return None;
         }
         let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+        engine.set_idle_after(self.idle_ms);
         let mut since = std::collections::HashMap::new();
         for p in own.owned() {
             let (bytes, version, _) = self.checkpoints[p as usize].as_ref()?;
@@ -197,6 +213,8 @@ impl Cluster {
         engine.restored();
         let everything = everything(self.partitions);
         let stale = self.model.stale(|k| everything.partition(k), &since);
+        engine.need_for_stale(&stale);
+        self.reload_into(&mut engine);
         let v = self.next_version();
         let fixes = engine.settle_stale(stale, v);
         self.model.apply(fixes);
@@ -210,6 +228,21 @@ impl Cluster {
     fn checkpoint(&mut self, m: usize) {
         self.flush(m);
         let version = self.version;
+        // Idle groups are stored, then leave memory, before the checkpoint that lacks them.
+        let groups = self.nodes[m].engine.idle_groups();
+        for g in &groups {
+            for k in &g.keys {
+                let row = EvictedRow {
+                    key: k.clone(),
+                    partition: g.partition,
+                    version,
+                    blob: g.blob.clone(),
+                };
+                self.evicted.insert(k.clone(), row);
+            }
+        }
+        self.nodes[m].engine.evict(&groups);
+        self.groups_evicted += groups.len();
         let node = &self.nodes[m];
         for (p, bytes) in node.engine.checkpoints(CONFIG) {
             let (_, n, s) = node.pos.iter().find(|(q, _, _)| *q == p).copied().unwrap();
@@ -239,10 +272,28 @@ impl Cluster {
 
     /// Member `m` flushes: lookups, rows, rechecks for the others; then commits its positions.
     fn flush(&mut self, m: usize) {
+        self.reload(m);
+        // Copy checks are answered where copies under several leads are played (one member).
+        if self.idle_ms.is_some() {
+            for c in self.nodes[m].engine.take_checks() {
+                let copies = self.copies.copies_of(&c);
+                self.nodes[m].engine.need_for_settle(&c, &copies);
+                self.reload(m);
+                self.nodes[m].engine.settle(&c, &copies);
+            }
+        }
         let lookups = self.nodes[m].engine.take_lookups();
-        for l in lookups {
-            let (claims, touches) = self.lookup(&l);
-            self.nodes[m].engine.learn(&l, &claims, &touches);
+        let found: Vec<_> = match self.idle_ms {
+            // Claims among the winners (copies may name other leads).
+            Some(_) => lookups.iter().map(|l| self.copies.lookup(l)).collect(),
+            None => lookups.iter().map(|l| self.lookup(l)).collect(),
+        };
+        for (l, (claims, _)) in lookups.iter().zip(&found) {
+            self.nodes[m].engine.need_for_learn(l, claims);
+        }
+        self.reload(m);
+        for (l, (claims, touches)) in lookups.iter().zip(found) {
+            self.nodes[m].engine.learn(l, &claims, &touches);
         }
         let v = self.next_version();
         let out = self.nodes[m].engine.flush(v);
@@ -260,6 +311,30 @@ impl Cluster {
             for (p, n, s) in self.nodes[m].pos.clone() {
                 self.committed[p as usize] = (n, s);
             }
+        }
+    }
+
+    /// Member `m` reads back the evicted groups its engine asks for, as the service does.
+    fn reload(&mut self, m: usize) {
+        let mut engine = std::mem::replace(
+            &mut self.nodes[m].engine,
+            Engine::new(default_funnels(), LATENESS_MS),
+        );
+        self.reload_into(&mut engine);
+        self.nodes[m].engine = engine;
+    }
+
+    fn reload_into(&mut self, engine: &mut Engine) {
+        loop {
+            let asked = engine.take_reloads();
+            if asked.is_empty() {
+                return;
+            }
+            let rows: Vec<EvictedRow> = asked
+                .iter()
+                .filter_map(|k| self.evicted.get(k).cloned())
+                .collect();
+            self.groups_reloaded += engine.reload(asked, &rows).groups;
         }
     }
 
@@ -288,9 +363,14 @@ fn single_engine(events: &[NormalizedEvent]) -> ReadModel {
     let mut sorted = events.to_vec();
     sorted.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
     let mut engine = Engine::new(default_funnels(), LATENESS_MS);
+    let mut store = support::FakeStore::default();
     for e in &sorted {
+        store.store(e);
         engine.ingest(e, 0);
     }
+    // Copies of one id under several leads: the earliest stays (settling may queue lookups).
+    store.answer(&mut engine);
+    store.answer(&mut engine);
     let mut model = ReadModel::default();
     model.apply(engine.flush(1));
     model
@@ -367,6 +447,127 @@ proptest! {
         let mut c = Cluster::new(partitions, members);
         c.checkpointing = true;
         play(c, &events, &dups, schedule, members)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// One member evicting idle leads at its checkpoints and reading them back when an event or
+    /// a claim for them arrives (across restores from checkpoints too): still exactly what one
+    /// engine holding all history publishes.
+    #[test]
+    fn an_engine_evicting_idle_leads_publishes_what_one_holding_all_history_publishes(
+        events in story(),
+        partitions in 1u32..4,
+        idle_secs in 20i64..200,
+        schedule in proptest::collection::vec((0usize..1, 1usize..6, 0u8..10), 1..60),
+        dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+        moved in proptest::collection::vec((any::<proptest::sample::Index>(), -300i64..300, 0u8..2), 0..4),
+    ) {
+        let mut c = Cluster::new(partitions, 1);
+        c.checkpointing = true;
+        c.idle_ms = Some(idle_secs * 1000);
+        c.nodes[0].engine.set_idle_after(c.idle_ms);
+        // Copies of some events under other leads and devices, at other times (one winner per
+        // id: the earliest), some of them copies of an evicted lead's events.
+        let mut events = events;
+        for (i, shift, whom) in moved {
+            let e = &events[i.index(events.len())];
+            let copy = support::events::with(e.clone(), |c| {
+                c.event_time += chrono::Duration::seconds(shift);
+                match (&c.lead_id, &c.device_id) {
+                    (Some(_), _) => c.lead_id = Some(format!("u{}", 4 + whom)),
+                    (None, Some(_)) => c.device_id = Some(format!("d{}", 3 + whom)),
+                    _ => {}
+                }
+            });
+            events.push(copy);
+        }
+        play(c, &events, &dups, schedule, 1)?;
+    }
+}
+
+/// That test's schedules do evict and reload (not only keep everything).
+#[test]
+fn idle_leads_leave_memory_and_come_back_for_a_new_event() {
+    use support::events::{call, signup_on, touch};
+    let events = vec![
+        touch(0, "exposure", "d0", "douyin"),
+        signup_on(10, "u1", "d0"),
+        call(20, "u1", "connected"),
+        // Much later: u1 and d0 are idle when another lead moves the watermark on.
+        call(1_000, "u2", "qualified"),
+        // u1 comes back, with a touch on its device and a call.
+        touch(1_010, "click", "d0", "douyin"),
+        call(1_020, "u1", "qualified"),
+    ];
+    let want = single_engine(&events);
+    let mut c = Cluster::new(2, 1);
+    c.checkpointing = true;
+    c.idle_ms = Some(100_000);
+    c.nodes[0].engine.set_idle_after(c.idle_ms);
+    for e in &events[..4] {
+        c.arrive(e);
+    }
+    c.consume(0, usize::MAX);
+    c.checkpoint(0);
+    let held = c.nodes[0].engine.leads_held();
+    assert_eq!(c.groups_evicted, 1, "u1 with d0 left memory");
+    assert_eq!(held, 1, "only u2 is held");
+    // A restart in between: the restored engine knows what was evicted.
+    c.rebalance(1, 0);
+    assert_eq!(c.restored_from_checkpoints, 1);
+    for e in &events[4..] {
+        c.arrive(e);
+    }
+    c.drain();
+    assert_eq!(c.groups_reloaded, 1, "the group came back once");
+    assert_eq!(snapshot(&c.model), snapshot(&want));
+    for (f, n) in [("b2c", 6), ("sales", 4)] {
+        assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
+    }
+}
+
+/// A lead evicted at a checkpoint, read back and rewritten by a flush that never reached the
+/// next checkpoint: the restore from that checkpoint reads it back before settling its rows.
+#[test]
+fn rows_of_an_evicted_lead_written_after_its_checkpoint_are_settled_on_restore() {
+    use support::events::{call, signup_on, touch};
+    let events = vec![
+        touch(0, "exposure", "d0", "douyin"),
+        signup_on(10, "u1", "d0"),
+        call(20, "u1", "connected"),
+        call(1_000, "u2", "qualified"),
+        call(1_020, "u1", "qualified"),
+    ];
+    let want = single_engine(&events);
+    let mut c = Cluster::new(1, 1);
+    c.checkpointing = true;
+    c.idle_ms = Some(100_000);
+    c.nodes[0].engine.set_idle_after(c.idle_ms);
+    for e in &events[..4] {
+        c.arrive(e);
+    }
+    c.consume(0, usize::MAX);
+    c.checkpoint(0);
+    assert_eq!(c.groups_evicted, 1);
+    let at_checkpoint = snapshot(&c.model);
+    c.arrive(&events[4]);
+    c.consume(0, usize::MAX);
+    c.flush(0);
+    assert_eq!(c.groups_reloaded, 1);
+    // Lost before the next checkpoint: the restore finds u1's newer rows.
+    c.rebalance(1, 0);
+    assert_eq!(c.restored_from_checkpoints, 1);
+    assert_eq!(
+        snapshot(&c.model),
+        at_checkpoint,
+        "the restore puts u1's rows back as the checkpoint had them (it reads u1 back)"
+    );
+    c.drain();
+    assert_eq!(snapshot(&c.model), snapshot(&want));
+    for (f, n) in [("b2c", 6), ("sales", 4)] {
+        assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
     }
 }
 

@@ -2,20 +2,35 @@
 //! one in-process collector drains them into ClickHouse, then one aggregator, started on that
 //! backlog, catches up (rebuild from ClickHouse + the whole normalized topic). Prints events/s and
 //! CPU seconds of each. Then the aggregator binary is killed with SIGKILL and restarted twice:
-//! from its checkpoints, and with them removed (a rebuild from history); prints the time until it
-//! is ready and current, and its RSS. Run through scripts/bench.sh (release build, private stack).
+//! from its checkpoints (leads idle for `state.idle_after` evicted), and with checkpoints and
+//! evictions removed and nothing evicted (a rebuild from history, as before checkpoints); prints
+//! the time until it is ready and current, the leads held and its RSS. Event times advance at a
+//! fixed rate of new leads, so a longer history is older history. Run through scripts/bench.sh
+//! (release build, private stack).
 #![allow(missing_docs)]
 
 use leadstream_schemas::SourceKind;
+use leadstream_tests::faults::labelled_sum;
 use leadstream_tests::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::time::{Duration, Instant};
 
-fn payload(i: u64) -> (SourceKind, String) {
-    let t = 1_763_870_400_000 + i as i64;
+/// Event time of the newest lead: 2025-11-23T04:00:00Z.
+const END_MS: i64 = 1_763_870_400_000;
+
+/// Event time of event `i` of `n`: lead `i / 7` starts `gap_ms` after the one before it, and its
+/// seven events are a minute apart. A fixed rate of new leads, so a longer history is older
+/// history: the leads active within the last `state.idle_after` are about the same at any `n`.
+fn event_time(i: u64, n: u64, gap_ms: i64) -> i64 {
+    let leads = n.div_ceil(7) as i64;
+    END_MS - (leads - (i / 7) as i64) * gap_ms + (i % 7) as i64 * 60_000
+}
+
+fn payload(i: u64, t: i64) -> (SourceKind, String) {
     let kind = SourceKind::ALL[(i % 7) as usize];
+    let utc = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default();
     let body = match kind {
         SourceKind::Exposure => format!(
             r#"{{"impression_id":"imp-{i}","ts":{t},"platform":"douyin","campaign_id":"cmp-{}","device_id":"dev-{}","cost_micros":1200}}"#,
@@ -34,8 +49,10 @@ fn payload(i: u64) -> (SourceKind, String) {
             i % 100_000_000
         ),
         SourceKind::Trial => format!(
-            r#"{{"trial_id":"tr-{i}","event":"trial_started","user_id":"u-{}","at":"2025-11-23 12:00:00","plan":"pro"}}"#,
-            i / 7
+            r#"{{"trial_id":"tr-{i}","event":"trial_started","user_id":"u-{}","at":"{}","plan":"pro"}}"#,
+            i / 7,
+            // Local time of the collector's zone (Asia/Shanghai, UTC+8).
+            (utc + chrono::Duration::hours(8)).format("%Y-%m-%d %H:%M:%S")
         ),
         SourceKind::Call => format!(
             r#"{{"call_id":"call-{i}","lead_id":"u-{}","started_at":{t},"direction":"outbound","duration_sec":120,"outcome":"qualified","agent_id":"a-{}"}}"#,
@@ -43,8 +60,9 @@ fn payload(i: u64) -> (SourceKind, String) {
             i % 20
         ),
         SourceKind::Contract => format!(
-            r#"{{"contract_id":"ct-{i}","lead_id":"u-{}","status":"signed","amount":"12800.00","currency":"CNY","updated_at":"2025-11-23T05:00:00Z"}}"#,
-            i / 7
+            r#"{{"contract_id":"ct-{i}","lead_id":"u-{}","status":"signed","amount":"12800.00","currency":"CNY","updated_at":"{}"}}"#,
+            i / 7,
+            utc.format("%Y-%m-%dT%H:%M:%S%.3fZ")
         ),
         SourceKind::Order => format!(
             r#"{{"order_id":"ord-{i}","user_id":"u-{}","paid_at":{t},"amount_cents":19900,"currency":"CNY"}}"#,
@@ -78,10 +96,16 @@ async fn main() {
         .create()
         .expect("producer");
     let topics: Vec<String> = SourceKind::ALL.iter().map(|k| w.topic(*k)).collect();
+    // 36 s between leads: 2,400 new leads a day, so the last 30 days (`state.idle_after`) hold
+    // about 72k active leads whatever the history's length.
+    let gap_ms: i64 = std::env::var("BENCH_LEAD_GAP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(36_000);
     let started = Instant::now();
     let mut bytes = 0usize;
     for i in 0..n {
-        let (kind, body) = payload(i);
+        let (kind, body) = payload(i, event_time(i, n, gap_ms));
         bytes += body.len();
         let topic = &topics[SourceKind::ALL
             .iter()
@@ -103,9 +127,12 @@ async fn main() {
     // Its librdkafka threads would otherwise poll on and count as collector CPU below.
     drop(p);
     println!(
-        "produced {n} mixed events ({:.0} B avg) in {:.1} s",
+        "produced {n} mixed events ({:.0} B avg) in {:.1} s; {} leads, one every {:.0} s of event time: {:.0} days of history",
         bytes as f64 / n as f64,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        n.div_ceil(7),
+        gap_ms as f64 / 1000.0,
+        (n.div_ceil(7) as f64 * gap_ms as f64) / 86_400_000.0
     );
 
     let cfg = w.collector_config();
@@ -198,15 +225,34 @@ async fn main() {
     .unwrap_or(0);
     let (from_checkpoint, rss, mut agg) = restart(&w, &cfg, &file).await;
     let restore = restore_seconds(&cfg.api.listen).await;
-    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state): ready and current in {from_checkpoint:.2} s, of which the restore {restore:.2} s (the rest is the group handing the partitions over); RSS {:.0} MB", bytes as f64 / 1e6, rss as f64 / 1e6);
+    let held = labelled_sum(&cfg.api.listen, "leadstream_aggregator_leads_held").await;
+    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state, {held:.0} leads held, {:.0} B of checkpoint per held lead): ready and current in {from_checkpoint:.2} s, of which the restore {restore:.2} s (the rest is the group handing the partitions over); RSS {:.0} MB ({:.0} B per held lead)", bytes as f64 / 1e6, bytes as f64 / held.max(1.0), rss as f64 / 1e6, rss as f64 / held.max(1.0));
     agg.kill9();
-    let _ = clickhouse(&w.database)
-        .query("TRUNCATE TABLE aggregator_checkpoints")
-        .execute()
-        .await;
-    let (from_history, rss, mut agg) = restart(&w, &cfg, &file).await;
+    let evicted = query_u64(
+        &clickhouse_url(),
+        &w.database,
+        "SELECT count() FROM aggregator_evicted FINAL",
+    )
+    .await
+    .unwrap_or(0);
+    println!(
+        "keys evicted (idle for state.idle_after = {:?}): {evicted}",
+        cfg.state.idle_after
+    );
+    for table in ["aggregator_checkpoints", "aggregator_evicted"] {
+        let _ = clickhouse(&w.database)
+            .query(&format!("TRUNCATE TABLE {table}"))
+            .execute()
+            .await;
+    }
+    // As every restart did before checkpoints and eviction: all history read, every lead held.
+    let mut keep_all = cfg.clone();
+    keep_all.state.idle_after = Duration::from_secs(100 * 365 * 86_400);
+    let file = leadstream_tests::process::config_file(&keep_all, "bench-aggregator-keep-all");
+    let (from_history, rss_all, mut agg) = restart(&w, &keep_all, &file).await;
     let rebuild = restore_seconds(&cfg.api.listen).await;
-    println!("restart after SIGKILL, checkpoints removed (rebuild from history): ready and current in {from_history:.2} s, of which the restore {rebuild:.2} s; RSS {:.0} MB; restore from checkpoints / from history: {:.3}", rss as f64 / 1e6, restore / rebuild.max(1e-6));
+    let held_all = labelled_sum(&cfg.api.listen, "leadstream_aggregator_leads_held").await;
+    println!("restart after SIGKILL, checkpoints removed, nothing evicted (rebuild from history): ready and current in {from_history:.2} s, of which the restore {rebuild:.2} s; {held_all:.0} leads held; RSS {:.0} MB; restore from checkpoints / from history: {:.3}; RSS bounded / keeping all: {:.3}", rss_all as f64 / 1e6, restore / rebuild.max(1e-6), rss as f64 / rss_all.max(1) as f64);
     agg.kill9();
     let rows = query_u64(
         &clickhouse_url(),
@@ -256,7 +302,7 @@ async fn caught_up(w: &World, cfg: &leadstream_aggregator::AggregatorConfig) {
 
 /// The last restore's duration, as the aggregator at `addr` reports it.
 async fn restore_seconds(addr: &str) -> f64 {
-    leadstream_tests::faults::labelled_sum(addr, "leadstream_aggregator_restore_seconds").await
+    labelled_sum(addr, "leadstream_aggregator_restore_seconds").await
 }
 
 /// Starts the aggregator binary and waits until it is ready and current: (seconds, its RSS in

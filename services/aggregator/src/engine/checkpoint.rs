@@ -17,7 +17,9 @@
 //! the restore is refused ([`CheckpointError::Disagree`]) and the caller rebuilds from history.
 
 use super::compact::CompactEvent;
-use super::identity::{device_lead, Claim, Device, Lead, DEVICE_PREFIX};
+use super::evict::SavedEvicted;
+use super::identity::{device_lead, Device, DEVICE_PREFIX};
+use super::saved::{SavedDevice, SavedLead, SymbolsOut};
 use super::{Engine, Output};
 use crate::rollup::SavedRollups;
 use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 /// Version of the byte layout; a checkpoint of another one is not read (the caller rebuilds).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
@@ -39,31 +41,8 @@ struct Saved {
     leads: Vec<SavedLead>,
     devices: Vec<SavedDevice>,
     rollups: SavedRollups,
-}
-
-/// An event with its rule mask itself (mask indices are the writer's).
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedEvent {
-    packed: i64,
-    id: [u64; 2],
-    mask: u64,
-    channel: u16,
-    variant: u16,
-    reason: u16,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedLead {
-    key: String,
-    events: Vec<SavedEvent>,
-    devices: Vec<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedDevice {
-    id: String,
-    touches: Vec<SavedEvent>,
-    owner: Option<(i64, [u64; 2], String)>,
+    /// What of the partition was evicted and where its era starts (see `evict`).
+    evicted: SavedEvicted,
 }
 
 /// Rows written after the restored checkpoints (newer versions than theirs), by flushes that
@@ -99,20 +78,13 @@ pub enum CheckpointError {
         "checkpoints disagree on device {0} (written by different members at different moments)"
     )]
     Disagree(String),
+    /// Holds evicted leads, which only an engine owning every partition reloads (a member of
+    /// several rebuilds from history instead).
+    #[error("checkpoint of partition {0} has evicted leads, which only a single member owning every partition reloads")]
+    Evicted(u32),
 }
 
 impl Engine {
-    fn save_event(&self, e: &CompactEvent) -> SavedEvent {
-        SavedEvent {
-            packed: e.packed,
-            id: e.id,
-            mask: self.masks.get(e),
-            channel: e.channel,
-            variant: e.variant,
-            reason: e.reason,
-        }
-    }
-
     /// One checkpoint per owned partition, `(partition, bytes)`; `config` identifies the
     /// configuration the state depends on (see [`Self::load_checkpoint`]). Call it right after
     /// a flush.
@@ -121,7 +93,7 @@ impl Engine {
             self.dirty.is_empty(),
             "a checkpoint is taken right after a flush"
         );
-        let symbols: Vec<String> = self.symbols.names.iter().map(|s| s.to_string()).collect();
+        let symbols = SymbolsOut::Engine.names(self);
         let mut saved: HashMap<u32, (Saved, HashSet<&str>)> = self
             .own
             .owned()
@@ -135,6 +107,7 @@ impl Engine {
                     leads: Vec::new(),
                     devices: Vec::new(),
                     rollups: SavedRollups::default(),
+                    evicted: self.evicted.save(p),
                 };
                 (p, (s, HashSet::default()))
             })
@@ -143,11 +116,8 @@ impl Engine {
             let Some((s, devices)) = saved.get_mut(&self.own.partition(key)) else {
                 continue;
             };
-            s.leads.push(SavedLead {
-                key: key.to_string(),
-                events: lead.events.iter().map(|e| self.save_event(e)).collect(),
-                devices: lead.devices.iter().map(|d| d.to_string()).collect(),
-            });
+            s.leads
+                .push(self.save_lead(key, lead, &mut SymbolsOut::Engine));
             devices.extend(lead.devices.iter().map(|d| &**d));
             devices.extend(key.strip_prefix(DEVICE_PREFIX));
         }
@@ -162,14 +132,8 @@ impl Engine {
             .map(|(p, (mut s, devices))| {
                 for d in devices {
                     if let Some(dev) = self.devices.get(d) {
-                        s.devices.push(SavedDevice {
-                            id: d.to_string(),
-                            touches: dev.touches.iter().map(|e| self.save_event(e)).collect(),
-                            owner: dev
-                                .owner
-                                .as_ref()
-                                .map(|c| (c.time_ms, c.id, c.lead.to_string())),
-                        });
+                        s.devices
+                            .push(self.save_device(d, dev, &mut SymbolsOut::Engine));
                     }
                 }
                 s.rollups = rollups.remove(&(p as u16)).unwrap_or_default();
@@ -196,52 +160,16 @@ impl Engine {
         if !self.own.owned().any(|p| p == partition) {
             return Err(CheckpointError::NotOwned(partition));
         }
-        let map: Vec<u16> = s
-            .symbols
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                if i == 0 {
-                    0
-                } else {
-                    self.symbols.intern(Some(n))
-                }
-            })
-            .collect();
-        let symbol = |i: u16| map.get(i as usize).copied().unwrap_or(0);
-        let mut event = |e: &SavedEvent| CompactEvent {
-            packed: e.packed,
-            id: e.id,
-            rules: self.masks.intern(e.mask, e.id),
-            channel: symbol(e.channel),
-            variant: symbol(e.variant),
-            reason: symbol(e.reason),
-        };
-        let mut devices = Vec::with_capacity(s.devices.len());
-        for d in &s.devices {
-            let dev = Device {
-                touches: d.touches.iter().map(&mut event).collect(),
-                owner: d.owner.as_ref().map(|(time_ms, id, lead)| {
-                    Box::new(Claim {
-                        time_ms: *time_ms,
-                        id: *id,
-                        lead: SmolStr::new(lead),
-                    })
-                }),
-            };
-            devices.push((SmolStr::new(&d.id), dev));
+        if !s.evicted.is_empty() && !self.own.owns_all() {
+            return Err(CheckpointError::Evicted(partition));
         }
-        let leads: Vec<(SmolStr, Lead)> = s
-            .leads
+        let map = self.symbols_in(&s.symbols);
+        let devices: Vec<(SmolStr, Device)> = s
+            .devices
             .iter()
-            .map(|l| {
-                let lead = Lead {
-                    events: l.events.iter().map(&mut event).collect(),
-                    devices: l.devices.iter().map(SmolStr::new).collect(),
-                };
-                (SmolStr::new(&l.key), lead)
-            })
+            .map(|d| self.load_device(d, &map))
             .collect();
+        let leads: Vec<_> = s.leads.iter().map(|l| self.load_lead(l, &map)).collect();
         for (id, dev) in devices {
             match self.devices.get(&id) {
                 Some(held) if !same(held, &dev) => {
@@ -255,7 +183,9 @@ impl Engine {
         }
         self.leads.extend(leads);
         self.newest[partition as usize] = s.newest;
+        let symbol = |i: u16| map.get(i as usize).copied().unwrap_or(0);
         self.rollups.import(s.rollups, symbol);
+        self.evicted.load(partition, s.evicted);
         Ok(partition)
     }
 

@@ -33,15 +33,18 @@ use std::sync::Arc;
 mod attribution;
 mod checkpoint;
 mod compact;
+mod evict;
 mod identity;
 mod ledger;
 mod memory;
 mod ownership;
 mod render;
+mod saved;
 mod stitch;
 mod winner;
 
 pub use checkpoint::{CheckpointError, Stale, FORMAT as CHECKPOINT_FORMAT};
+pub use evict::{EvictedGroup, EvictedRow, Reloaded};
 pub use identity::device_lead;
 pub use memory::Footprint;
 pub use ownership::Ownership;
@@ -55,6 +58,8 @@ pub const NONE: &str = "none";
 pub enum Ingested {
     /// Its event id was already known: nothing changes.
     Duplicate,
+    /// A key it reads may be evicted: it is applied when the caller reloads (see `evict`).
+    Parked,
     /// Applied.
     Applied {
         /// It sorted before an event its lead already had: published history gets rewritten.
@@ -128,6 +133,7 @@ pub struct Engine {
     touch_cap: usize,
     /// Touches this long before a signup still attribute it (`attribution.lookback`).
     lookback_ms: i64,
+    evicted: evict::Evicted,
 }
 
 /// Touches a device keeps unless configured otherwise (`state.max_touches_per_device`).
@@ -146,6 +152,7 @@ impl Engine {
     /// An empty engine publishing only the leads `own` names.
     pub fn with_ownership(funnels: Arc<Funnels>, lateness_ms: i64, own: Ownership) -> Self {
         let copies = Copies::new(!own.owns_all());
+        let own_partitions = own.partitions();
         Self {
             funnels,
             symbols: Symbols::new(),
@@ -169,6 +176,7 @@ impl Engine {
             copies,
             touch_cap: DEFAULT_TOUCH_CAP,
             lookback_ms: DEFAULT_LOOKBACK_MS,
+            evicted: evict::Evicted::new(own_partitions),
         }
     }
 
@@ -203,9 +211,9 @@ impl Engine {
         self.newest.iter().copied().max().unwrap_or(i64::MIN)
     }
 
-    /// Leads waiting for the next flush.
+    /// Leads waiting for the next flush, and events waiting for a reload.
     pub fn pending(&self) -> usize {
-        self.dirty.len()
+        self.dirty.len() + self.parked()
     }
 
     fn compact(&mut self, e: &NormalizedEvent) -> CompactEvent {
@@ -228,6 +236,9 @@ impl Engine {
 
     /// Adds one normalized event of an owned lead. `received_at_ms` is only recorded for too-late events.
     pub fn ingest(&mut self, e: &NormalizedEvent, received_at_ms: i64) -> Ingested {
+        if self.parks(e, received_at_ms) {
+            return Ingested::Parked;
+        }
         let role = Role::of(e.event_type);
         let c = self.compact(e);
         if !self.own.owns_all() {
@@ -275,7 +286,7 @@ impl Engine {
                 }
             },
             None => {
-                if self.copies.holds(c.id) {
+                if self.copies.holds(c.id) | self.evicted.maybe_id(c.id) {
                     self.want_check(e, None);
                 }
             }
@@ -320,6 +331,7 @@ impl Engine {
     /// Replays every lead touched since the last flush and returns the rows that changed.
     /// `version` must grow from flush to flush (and across restarts).
     pub fn flush(&mut self, version: u64) -> Output {
+        self.evicted.begin(version);
         let mut out = Output {
             late_events: std::mem::take(&mut self.late),
             minute_tombstones: self.copies.take_tombstones(),
@@ -373,7 +385,7 @@ impl Engine {
                 );
             }
             out.replayed += 1;
-            if gone {
+            if gone && !self.keeps_empty(&key) {
                 self.leads.remove(&key);
             }
         }
@@ -393,6 +405,7 @@ impl Engine {
             assert_eq!(self.bare_device_leads, self.count_bare_device_leads());
         }
         self.rollup_rows(&mut out, version);
+        self.evicted.flushed();
         out
     }
 

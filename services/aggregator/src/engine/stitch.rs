@@ -88,6 +88,14 @@ impl Engine {
             .map(|d| (&**d, !self.own.owns(&device_lead(d))))
     }
 
+    /// Asks for the evicted leads and devices [`Self::learn`] would change with these claims.
+    pub fn need_for_learn(&mut self, lookup: &Lookup, claims: &[ClaimRecord]) {
+        self.need_device(&lookup.device);
+        for c in claims {
+            self.need_lead(&c.lead);
+        }
+    }
+
     /// Applies what ClickHouse holds for a looked-up device: every claim of it and, for another
     /// instance's device, its touches (replacing those read before). Queues rechecks for the
     /// other instances' leads that the triggering event may have changed.

@@ -133,6 +133,19 @@ impl Engine {
         }
     }
 
+    /// Asks for the evicted leads [`Self::settle`] would read or change with these copies.
+    pub fn need_for_settle(&mut self, check: &Check, copies: &[CopyRecord]) {
+        for c in copies {
+            self.need_lead(&c.lead_key);
+        }
+        if let Some((_, candidate)) = &check.tie {
+            self.need_lead(&candidate.lead_key());
+            if let Some(d) = &candidate.device_id {
+                self.need_device(d);
+            }
+        }
+    }
+
     /// Settles a checked id with every copy ClickHouse stored (`lead_event_copies`): the
     /// event stays only with the winner's lead; an owned losing lead drops its copy, another
     /// member's is told to; a tie within one lead goes to the copy ClickHouse ranks first.

@@ -17,6 +17,7 @@ use smol_str::SmolStr;
 use std::sync::Arc;
 
 pub mod checkpoints;
+pub mod evicted;
 
 /// The columns of `lead_events_unique` that the engine and funnel rules can use.
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -178,6 +179,9 @@ pub fn empty_engine(
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own);
     engine.set_touch_cap(state.max_touches_per_device);
     engine.set_lookback(i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX));
+    engine.set_idle_after(Some(
+        i64::try_from(state.idle_after.as_millis()).unwrap_or(i64::MAX),
+    ));
     engine
 }
 

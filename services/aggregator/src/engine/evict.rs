@@ -1,0 +1,479 @@
+//! Idle eviction: a lead with no event for `state.idle_after` of event time leaves memory with
+//! the devices whose touches it holds (its *group*: exactly what its replay reads), as bytes
+//! stored per key in ClickHouse; an event, copy or claim for it brings the group back before it
+//! is applied.
+//!
+//! Why this stays exact: a group is evicted right after a flush, when what it published is the
+//! replay of what it holds (nothing is dirty), and it is evicted whole, so no member of it is
+//! ever in memory without the others. Nothing changes a group while it is out: every input that
+//! would read or change one of its keys is parked ([`Engine::ingest`] returns
+//! [`super::Ingested::Parked`]) or asked for ([`Engine::need_lead`], [`Engine::need_device`])
+//! until the caller reloads it (`take_reloads`, then [`Engine::reload`]). Loaded back, the group
+//! is the state it published, so the ledger's snapshot before its next change is right, and its
+//! rollup share (never evicted) is taken back exactly. A reload brings every event back, so an
+//! event later than the allowed lateness for an evicted lead is applied on its full history.
+//!
+//! Which keys were evicted is kept per partition in a Bloom filter (saved in the checkpoint),
+//! together with the event ids of evicted groups, so that a copy of an evicted event under
+//! another lead is still checked. A key the filter flags by mistake costs one read that finds
+//! nothing. Rows of an earlier era (before a rebuild from history, whose state holds every lead)
+//! are ignored by version (`since`). Only an engine owning every partition evicts: a member of
+//! several holds copies of other members' devices, which its group boundaries would not cover.
+
+use super::identity::{device_lead, Device, Lead, DEVICE_PREFIX};
+use super::saved::{SavedDevice, SavedLead, SymbolsOut};
+use super::{Engine, Ingested};
+use growable_bloom_filter::GrowableBloom;
+use leadstream_schemas::NormalizedEvent;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+use std::collections::hash_map::Entry;
+
+/// One idle group leaving memory: stored as one row per key, each holding the whole group, so
+/// that any of its keys brings it back in one read.
+#[derive(Debug, Clone)]
+pub struct EvictedGroup {
+    /// The partition of the lead holding the group.
+    pub partition: u32,
+    /// Its keys: `l:` and a lead key, `d:` and a device id.
+    pub keys: Vec<String>,
+    /// The group's leads and devices.
+    pub blob: Vec<u8>,
+}
+
+/// A stored group, as read back for one key.
+#[derive(Debug, Clone)]
+pub struct EvictedRow {
+    /// The key it was read for.
+    pub key: String,
+    /// The partition it was evicted from.
+    pub partition: u32,
+    /// The version it was written with.
+    pub version: u64,
+    /// [`EvictedGroup::blob`].
+    pub blob: Vec<u8>,
+}
+
+/// What a [`Engine::reload`] did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// Groups put back in memory.
+    pub groups: usize,
+    /// Keys asked for that had no stored group of this era (the filter flagged them by mistake).
+    pub misses: usize,
+    /// What each parked event did once applied, by event id.
+    pub applied: Vec<(String, Ingested)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedGroup {
+    symbols: Vec<String>,
+    leads: Vec<SavedLead>,
+    devices: Vec<SavedDevice>,
+}
+
+/// What a partition's checkpoint carries of its evictions.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct SavedEvicted {
+    since: Option<u64>,
+    filter: Option<GrowableBloom>,
+}
+
+impl SavedEvicted {
+    /// Nothing of the partition was evicted.
+    pub(super) fn is_empty(&self) -> bool {
+        self.filter.is_none()
+    }
+}
+
+/// An event waiting for its group to come back.
+#[derive(Debug)]
+struct Parked {
+    event: Box<NormalizedEvent>,
+    received_at_ms: i64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Evicted {
+    /// `state.idle_after` in ms; `None`: nothing is evicted.
+    idle_ms: Option<i64>,
+    /// Per partition: the first version of this era's rows (`None`: no row of it counts yet).
+    since: Vec<Option<u64>>,
+    /// Per partition: keys and event ids evicted in this era.
+    filters: Vec<Option<GrowableBloom>>,
+    wanted: HashSet<String>,
+    /// Keys read back since the last flush (loaded, or not stored after all).
+    confirmed: HashSet<String>,
+    parked: Vec<Parked>,
+}
+
+fn lead_key(key: &str) -> String {
+    format!("l:{key}")
+}
+
+fn device_key(device: &str) -> String {
+    format!("d:{device}")
+}
+
+impl Evicted {
+    pub(super) fn new(partitions: u32) -> Self {
+        Self {
+            since: vec![None; partitions as usize],
+            filters: (0..partitions).map(|_| None).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether anything may be out of memory.
+    fn any(&self) -> bool {
+        self.filters.iter().any(Option::is_some)
+    }
+
+    /// Whether `key` may be out of memory and was not read back since the last flush.
+    fn maybe(&self, partition: u32, key: &str) -> bool {
+        !self.confirmed.contains(key) && self.flagged(partition, key)
+    }
+
+    /// Whether `key` may have been evicted in this era (read back since or not).
+    fn flagged(&self, partition: u32, key: &str) -> bool {
+        self.filters[partition as usize]
+            .as_ref()
+            .is_some_and(|f| f.contains(key))
+    }
+
+    /// Whether a copy of `id` may be held by an evicted group.
+    pub(super) fn maybe_id(&self, id: [u64; 2]) -> bool {
+        self.filters.iter().flatten().any(|f| f.contains(id))
+    }
+
+    pub(super) fn save(&self, partition: u32) -> SavedEvicted {
+        SavedEvicted {
+            since: self.since[partition as usize],
+            filter: self.filters[partition as usize].clone(),
+        }
+    }
+
+    pub(super) fn load(&mut self, partition: u32, saved: SavedEvicted) {
+        self.since[partition as usize] = saved.since;
+        self.filters[partition as usize] = saved.filter;
+    }
+
+    /// The first flush of an engine not restored from checkpoints starts an era: rows of
+    /// earlier ones describe leads its rebuild holds.
+    pub(super) fn begin(&mut self, version: u64) {
+        for s in &mut self.since {
+            s.get_or_insert(version);
+        }
+    }
+
+    pub(super) fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    fn filter(&mut self, partition: u32) -> &mut GrowableBloom {
+        self.filters[partition as usize].get_or_insert_with(|| GrowableBloom::new(0.01, 100_000))
+    }
+
+    /// Forgets which keys were read back: the next time one is flagged, it is read again.
+    pub(super) fn flushed(&mut self) {
+        debug_assert!(self.parked.is_empty(), "reloads come before a flush");
+        self.confirmed.clear();
+    }
+}
+
+impl Engine {
+    /// Lets leads idle for `ms` of event time leave memory (only with every partition owned).
+    pub fn set_idle_after(&mut self, ms: Option<i64>) {
+        self.evicted.idle_ms = ms.filter(|_| self.own.owns_all()).map(|m| m.max(1));
+    }
+
+    fn lead_out(&self, key: &str) -> Option<String> {
+        if self.leads.contains_key(key) {
+            return None;
+        }
+        let k = lead_key(key);
+        self.evicted.maybe(self.own.partition(key), &k).then_some(k)
+    }
+
+    fn device_out(&self, device: &str) -> Option<String> {
+        if self.devices.contains_key(device) {
+            return None;
+        }
+        let k = device_key(device);
+        self.evicted
+            .maybe(self.own.partition(&device_lead(device)), &k)
+            .then_some(k)
+    }
+
+    /// Parks `e` when a key it reads may be evicted (or an earlier event of it is parked).
+    pub(super) fn parks(&mut self, e: &NormalizedEvent, received_at_ms: i64) -> bool {
+        if !self.evicted.any() {
+            return false;
+        }
+        let anonymous_touch = e.lead_id.is_none()
+            && matches!(
+                super::compact::Role::of(e.event_type),
+                super::compact::Role::Touch
+            )
+            && e.device_id.is_some();
+        let lead = (!anonymous_touch)
+            .then(|| self.lead_out(&e.lead_key()))
+            .flatten();
+        let device = e.device_id.as_deref().and_then(|d| self.device_out(d));
+        if lead.is_none() && device.is_none() {
+            return false;
+        }
+        self.evicted.wanted.extend(lead.into_iter().chain(device));
+        self.evicted.parked.push(Parked {
+            event: Box::new(e.clone()),
+            received_at_ms,
+        });
+        true
+    }
+
+    /// Lead `key` is about to be read or changed outside [`Self::ingest`] (a copy of one of its
+    /// events, a claim it made): reload it first if it may be evicted.
+    pub fn need_lead(&mut self, key: &str) {
+        if let Some(k) = self.lead_out(key) {
+            self.evicted.wanted.insert(k);
+        }
+        // A device's own lead is held by its touches alone, with no entry of its own.
+        if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
+            self.need_device(d);
+        }
+    }
+
+    /// [`Self::need_lead`] for a device.
+    pub fn need_device(&mut self, device: &str) {
+        if let Some(k) = self.device_out(device) {
+            self.evicted.wanted.insert(k);
+        }
+    }
+
+    /// Asks for the evicted leads that [`Self::settle_stale`] rewrites.
+    pub fn need_for_stale(&mut self, stale: &super::Stale) {
+        for (_, lead, _) in &stale.leads {
+            self.need_lead(lead);
+        }
+    }
+
+    /// Keys to read back before the next flush (`l:lead`, `d:device`); then [`Self::reload`].
+    pub fn take_reloads(&mut self) -> Vec<String> {
+        self.evicted.wanted.drain().collect()
+    }
+
+    /// Puts back the groups stored for `asked` (`rows`: what was found, any order) and applies
+    /// the events parked for them.
+    pub fn reload(&mut self, asked: Vec<String>, rows: &[EvictedRow]) -> Reloaded {
+        let mut groups = 0;
+        let mut found: HashSet<&str> = HashSet::default();
+        let mut seen: HashSet<&[u8]> = HashSet::default();
+        for r in rows {
+            let era = self
+                .evicted
+                .since
+                .get(r.partition as usize)
+                .copied()
+                .flatten();
+            if era.is_none_or(|since| r.version < since) {
+                continue;
+            }
+            found.insert(&r.key);
+            if !seen.insert(&r.blob) {
+                continue;
+            }
+            match postcard::from_bytes::<SavedGroup>(&r.blob) {
+                Ok(g) => groups += usize::from(self.put_back(&g)),
+                Err(e) => crate::internal_events::evicted_unreadable(&e.to_string()),
+            }
+        }
+        let misses = asked.iter().filter(|k| !found.contains(k.as_str())).count();
+        self.evicted.confirmed.extend(asked);
+        let parked = std::mem::take(&mut self.evicted.parked);
+        let applied = parked
+            .into_iter()
+            .map(|p| {
+                let done = self.ingest(&p.event, p.received_at_ms);
+                (p.event.event_id, done)
+            })
+            .collect();
+        Reloaded {
+            groups,
+            misses,
+            applied,
+        }
+    }
+
+    /// Inserts a group's members that are not in memory; `true` when any was.
+    fn put_back(&mut self, g: &SavedGroup) -> bool {
+        let symbols = self.symbols_in(&g.symbols);
+        let mut any = false;
+        let mut back: Vec<SmolStr> = Vec::new();
+        for l in &g.leads {
+            let (key, lead) = self.load_lead(l, &symbols);
+            if let Entry::Vacant(v) = self.leads.entry(key) {
+                v.insert(lead);
+                any = true;
+            }
+        }
+        for d in &g.devices {
+            let (id, dev) = self.load_device(d, &symbols);
+            if let Entry::Vacant(v) = self.devices.entry(id.clone()) {
+                v.insert(dev);
+                back.push(id);
+                any = true;
+            }
+        }
+        for d in back {
+            if self.is_bare(&d) {
+                self.bare_device_leads += 1;
+            }
+        }
+        any
+    }
+
+    /// Whether lead `key`, now without events, must keep an (empty) entry: one evicted earlier
+    /// would otherwise be read back as it was then.
+    pub(super) fn keeps_empty(&self, key: &str) -> bool {
+        self.evicted
+            .flagged(self.own.partition(key), &lead_key(key))
+    }
+
+    /// Whether device `d` is a lead of its own held without an entry in `leads`.
+    fn is_bare(&self, d: &str) -> bool {
+        let key = device_lead(d);
+        self.devices.get(d).is_some_and(Device::holds_own)
+            && !self.leads.contains_key(&*key)
+            && self.own.owns(&key)
+    }
+
+    /// The groups whose newest event is more than `state.idle_after` older than their
+    /// partition's newest. Call right after a flush; store them, then [`Self::evict`] them.
+    pub fn idle_groups(&self) -> Vec<EvictedGroup> {
+        let Some(idle) = self.evicted.idle_ms else {
+            return Vec::new();
+        };
+        let holder = |d: &str, dev: &Device| -> SmolStr {
+            dev.holder(d).unwrap_or_else(|| device_lead(d).into())
+        };
+        // A device's own lead goes with the device (whoever holds its touches): changing the
+        // device's owner changes what that lead reads. Followed a few steps, for a device
+        // claimed by another device's own lead.
+        let group_of = |key: &SmolStr| -> SmolStr {
+            let mut k = key.clone();
+            for _ in 0..8 {
+                let next = k
+                    .strip_prefix(DEVICE_PREFIX)
+                    .and_then(|d| self.devices.get(d).map(|dev| holder(d, dev)));
+                match next {
+                    Some(h) if h != k => k = h,
+                    _ => break,
+                }
+            }
+            k
+        };
+        let mut newest: HashMap<SmolStr, i64> = HashMap::default();
+        let mut note = |key: SmolStr, t: Option<i64>| {
+            let n = newest.entry(key).or_insert(i64::MIN);
+            *n = (*n).max(t.unwrap_or(i64::MIN));
+        };
+        for (d, dev) in &self.devices {
+            let t = dev.touches.last().map(|e| e.time_ms());
+            note(group_of(&holder(d, dev)), t);
+        }
+        for (k, l) in &self.leads {
+            note(group_of(k), l.events.last().map(|e| e.time_ms()));
+        }
+        let idle_keys: HashSet<SmolStr> = newest
+            .into_iter()
+            .filter(|(k, t)| {
+                let watermark = self.newest[self.own.partition(k) as usize];
+                *t < watermark.saturating_sub(idle)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        if idle_keys.is_empty() {
+            return Vec::new();
+        }
+        type Members<'a> = (Vec<(&'a str, &'a Lead)>, Vec<(&'a str, &'a Device)>);
+        let mut groups: HashMap<&SmolStr, Members> = HashMap::default();
+        for (k, l) in &self.leads {
+            if let Some(g) = idle_keys.get(&group_of(k)) {
+                groups.entry(g).or_default().0.push((k, l));
+            }
+        }
+        for (d, dev) in &self.devices {
+            if let Some(g) = idle_keys.get(&group_of(&holder(d, dev))) {
+                groups.entry(g).or_default().1.push((d, dev));
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(key, (leads, devices))| {
+                let mut out = SymbolsOut::used();
+                let leads: Vec<SavedLead> = leads
+                    .iter()
+                    .map(|(k, l)| self.save_lead(k, l, &mut out))
+                    .collect();
+                let devices: Vec<SavedDevice> = devices
+                    .iter()
+                    .map(|(d, dev)| self.save_device(d, dev, &mut out))
+                    .collect();
+                let keys = leads
+                    .iter()
+                    .map(|l| lead_key(&l.key))
+                    .chain(devices.iter().map(|d| device_key(&d.id)))
+                    .collect();
+                let g = SavedGroup {
+                    symbols: out.names(self),
+                    leads,
+                    devices,
+                };
+                EvictedGroup {
+                    partition: self.own.partition(key),
+                    keys,
+                    blob: postcard::to_stdvec(&g).expect("a group always serializes"),
+                }
+            })
+            .collect()
+    }
+
+    /// Drops stored groups from memory (from [`Self::idle_groups`], nothing changed since).
+    /// Each key goes in its own partition's filter (where an event for it looks), the event ids
+    /// in the group's.
+    pub fn evict(&mut self, groups: &[EvictedGroup]) {
+        for g in groups {
+            let bare = g
+                .keys
+                .iter()
+                .filter_map(|k| k.strip_prefix("d:"))
+                .filter(|d| self.is_bare(d))
+                .count();
+            self.bare_device_leads -= bare;
+            for k in &g.keys {
+                let (events, partition) = match (k.strip_prefix("l:"), k.strip_prefix("d:")) {
+                    (Some(l), _) => (
+                        self.leads.remove(l).map(|l| l.events),
+                        self.own.partition(l),
+                    ),
+                    (_, Some(d)) => (
+                        self.devices.remove(d).map(|d| d.touches),
+                        self.own.partition(&device_lead(d)),
+                    ),
+                    _ => continue,
+                };
+                let ids = self.evicted.filter(g.partition);
+                for e in events.iter().flatten() {
+                    ids.insert(e.id);
+                }
+                self.evicted.filter(partition).insert(k.as_str());
+            }
+        }
+    }
+
+    /// Events parked for a reload.
+    pub(super) fn parked(&self) -> usize {
+        self.evicted.parked()
+    }
+}

@@ -1,0 +1,264 @@
+//! Idle eviction on the rare paths: an event later than the allowed lateness for an evicted
+//! lead, and a copy of an evicted lead's event arriving under another lead. Each case runs an
+//! engine that evicts beside one that keeps all history, on the same arrivals, flushes and
+//! ClickHouse answers (an in-process fake), and both must publish the same rows.
+
+mod support;
+
+use leadstream_aggregator::engine::EvictedRow;
+use leadstream_aggregator::{Engine, Ingested};
+use leadstream_schemas::NormalizedEvent;
+use std::collections::HashMap;
+use support::events::{call, signup_on, snapshot, touch, with};
+use support::{default_funnels, FakeStore, ReadModel};
+
+const LATENESS_MS: i64 = 3_600_000;
+const IDLE_MS: i64 = 86_400_000;
+
+/// An engine that evicts, one that does not, and what each published.
+struct Pair {
+    store: FakeStore,
+    /// `aggregator_evicted`: the newest row per key.
+    evicted: HashMap<String, EvictedRow>,
+    bounded: Engine,
+    full: Engine,
+    bounded_rows: ReadModel,
+    full_rows: ReadModel,
+    version: u64,
+    reloaded: usize,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let mut bounded = Engine::new(default_funnels(), LATENESS_MS);
+        bounded.set_idle_after(Some(IDLE_MS));
+        Self {
+            store: FakeStore::default(),
+            evicted: HashMap::new(),
+            bounded,
+            full: Engine::new(default_funnels(), LATENESS_MS),
+            bounded_rows: ReadModel::default(),
+            full_rows: ReadModel::default(),
+            version: 0,
+            reloaded: 0,
+        }
+    }
+
+    /// Stored by the collector, then consumed by both; what the bounded engine did.
+    fn arrive(&mut self, e: &NormalizedEvent) -> Ingested {
+        self.store.store(e);
+        self.full.ingest(e, 0);
+        self.bounded.ingest(e, 0)
+    }
+
+    fn reload(&mut self) -> Vec<Ingested> {
+        let mut done = Vec::new();
+        loop {
+            let asked = self.bounded.take_reloads();
+            if asked.is_empty() {
+                return done;
+            }
+            let rows: Vec<EvictedRow> = asked
+                .iter()
+                .filter_map(|k| self.evicted.get(k).cloned())
+                .collect();
+            let r = self.bounded.reload(asked, &rows);
+            self.reloaded += r.groups;
+            done.extend(r.applied.into_iter().map(|(_, r)| r));
+        }
+    }
+
+    /// Both flush, answering what they ask as the service does; the bounded one then evicts
+    /// its idle groups. Returns what the parked events did once applied.
+    fn flush(&mut self) -> Vec<Ingested> {
+        self.version += 1;
+        self.store.answer(&mut self.full);
+        self.full_rows.apply(self.full.flush(self.version));
+        let mut done = self.reload();
+        for c in self.bounded.take_checks() {
+            let copies = self.store.copies_of(&c);
+            self.bounded.need_for_settle(&c, &copies);
+            done.extend(self.reload());
+            self.bounded.settle(&c, &copies);
+        }
+        for l in self.bounded.take_lookups() {
+            let (claims, touches) = self.store.lookup(&l);
+            self.bounded.need_for_learn(&l, &claims);
+            done.extend(self.reload());
+            self.bounded.learn(&l, &claims, &touches);
+        }
+        let out = self.bounded.flush(self.version);
+        self.store.hide(&out.minute_tombstones);
+        self.bounded_rows.apply(out);
+        let groups = self.bounded.idle_groups();
+        for g in &groups {
+            for k in &g.keys {
+                let row = EvictedRow {
+                    key: k.clone(),
+                    partition: g.partition,
+                    version: self.version,
+                    blob: g.blob.clone(),
+                };
+                self.evicted.insert(k.clone(), row);
+            }
+        }
+        self.bounded.evict(&groups);
+        done
+    }
+
+    /// The bounded engine restarts from the checkpoints it takes now (right after a flush).
+    fn restart(&mut self) {
+        let mut restored = Engine::new(default_funnels(), LATENESS_MS);
+        restored.set_idle_after(Some(IDLE_MS));
+        for (_, bytes) in self.bounded.checkpoints(7) {
+            restored.load_checkpoint(&bytes, 7).expect("loads");
+        }
+        restored.restored();
+        self.bounded = restored;
+    }
+
+    fn assert_same(&self) {
+        assert!(!snapshot(&self.full_rows).is_empty());
+        assert_eq!(snapshot(&self.bounded_rows), snapshot(&self.full_rows));
+        for (f, n) in [("b2c", 6), ("sales", 4)] {
+            assert_eq!(
+                self.bounded_rows.rollup_cells(f, n),
+                self.full_rows.rollup_cells(f, n)
+            );
+        }
+    }
+}
+
+const DAY: i64 = 86_400;
+
+#[test]
+fn a_too_late_event_for_an_evicted_lead_gives_the_batch_answer() {
+    let mut p = Pair::new();
+    for e in [
+        touch(0, "click", "d0", "douyin"),
+        signup_on(10, "u1", "d0"),
+        call(20, "u1", "qualified"),
+    ] {
+        p.arrive(&e);
+    }
+    p.flush();
+    // Two days on, another lead moves the watermark: u1 and its device are idle.
+    p.arrive(&call(2 * DAY, "u2", "connected"));
+    p.flush();
+    assert_eq!(p.bounded.leads_held(), 1, "u1 left memory");
+    assert_eq!(p.bounded.devices_held(), 0, "with its device");
+    // A contract for u1 dated right after its call: far later than the allowed lateness, and
+    // it reorders u1's history (signed before a call that comes after it in event time).
+    let late = with(call(15, "u1", "connected"), |e| {
+        e.event_type = leadstream_schemas::EventType::ContractSigned;
+        e.call_outcome = None;
+    });
+    assert_eq!(p.arrive(&late), Ingested::Parked);
+    let done = p.flush();
+    assert_eq!(p.reloaded, 1);
+    assert_eq!(
+        done,
+        [Ingested::Applied {
+            correction: true,
+            late: true,
+            too_late: true
+        }]
+    );
+    p.assert_same();
+    // And what one batch pass over every event gives.
+    let mut batch = Engine::new(default_funnels(), LATENESS_MS);
+    let mut all = vec![
+        touch(0, "click", "d0", "douyin"),
+        signup_on(10, "u1", "d0"),
+        late,
+        call(20, "u1", "qualified"),
+        call(2 * DAY, "u2", "connected"),
+    ];
+    all.sort_by_key(|e| e.event_time);
+    for e in &all {
+        batch.ingest(e, 0);
+    }
+    let mut rows = ReadModel::default();
+    rows.apply(batch.flush(1));
+    assert_eq!(snapshot(&p.bounded_rows), snapshot(&rows));
+}
+
+#[test]
+fn a_copy_of_an_evicted_event_under_another_lead_is_settled_with_it() {
+    let mut p = Pair::new();
+    let first = call(0, "u1", "qualified");
+    p.arrive(&first);
+    p.arrive(&call(10, "u1", "connected"));
+    p.flush();
+    p.arrive(&call(3 * DAY, "u9", "connected"));
+    p.flush();
+    assert_eq!(p.bounded.leads_held(), 1, "u1 left memory");
+    // Restarted: the ids of u1's events are known only from what the checkpoint says of them.
+    p.restart();
+    // The same event id under another lead, earlier: it wins, and u1 loses its copy.
+    let copy = with(call(-5, "u2", "qualified"), |e| {
+        e.event_id = first.event_id.clone();
+        e.native_id = first.native_id.clone();
+    });
+    p.arrive(&copy);
+    p.flush();
+    assert_eq!(p.reloaded, 1, "u1 came back to drop its copy");
+    p.assert_same();
+    assert!(
+        snapshot(&p.bounded_rows).iter().any(|r| r.contains("u2")),
+        "the winner's lead is published"
+    );
+}
+
+#[test]
+fn an_anonymous_device_leaves_memory_and_its_later_signup_claims_its_touches() {
+    let mut p = Pair::new();
+    p.arrive(&touch(0, "exposure", "d7", "baidu"));
+    p.arrive(&touch(5, "click", "d7", "baidu"));
+    p.flush();
+    p.arrive(&call(2 * DAY, "u2", "connected"));
+    p.flush();
+    assert_eq!(p.bounded.devices_held(), 0, "the idle device left memory");
+    // Its signup, within the lookback: the touches attribute it.
+    assert_eq!(
+        p.arrive(&signup_on(2 * DAY + 10, "u3", "d7")),
+        Ingested::Parked
+    );
+    p.flush();
+    assert_eq!(p.reloaded, 1);
+    p.assert_same();
+    assert!(
+        snapshot(&p.bounded_rows)
+            .iter()
+            .any(|r| r.contains("u3") && r.contains("baidu")),
+        "the claimed touches attribute the signup"
+    );
+}
+
+#[test]
+fn a_copy_of_an_evicted_anonymous_touch_under_another_device_is_settled_with_it() {
+    let mut p = Pair::new();
+    let first = touch(0, "click", "d1", "douyin");
+    p.arrive(&first);
+    p.flush();
+    p.arrive(&call(3 * DAY, "u9", "connected"));
+    p.flush();
+    assert_eq!(p.bounded.devices_held(), 0, "d1 left memory");
+    p.restart();
+    // The same touch re-sent under another device, earlier: it wins, and d1's own lead (held
+    // without a lead entry, by its touches alone) loses its only event.
+    let moved = with(touch(-5, "click", "d1-moved", "douyin"), |e| {
+        e.event_id = first.event_id.clone();
+        e.native_id = first.native_id.clone();
+    });
+    p.arrive(&moved);
+    p.flush();
+    assert_eq!(p.reloaded, 1, "d1 came back to drop its copy");
+    p.assert_same();
+    assert!(
+        !snapshot(&p.bounded_rows)
+            .iter()
+            .any(|r| r.contains("device:d1 ")),
+        "the losing device's lead is gone"
+    );
+}
