@@ -74,6 +74,7 @@ impl Service<'_> {
                 Err(e)
             }
             Ok(Ok(())) => {
+                engine.checkpoint_written();
                 events::checkpointed(list.len(), bytes, encoded, started.elapsed());
                 Ok(true)
             }

@@ -103,6 +103,8 @@ impl Pair {
             }
         }
         self.bounded.evict(&groups);
+        // Taken as a checkpoint written (a restart here loads what `restart` takes).
+        self.bounded.checkpoint_written();
         done
     }
 

@@ -16,9 +16,14 @@
 //! Which keys were evicted is kept per partition in a Bloom filter (saved in the checkpoint),
 //! together with the event ids of evicted groups, so that a copy of an evicted event under
 //! another lead is still checked. A key the filter flags by mistake costs one read that finds
-//! nothing. Rows of an earlier era (before a rebuild from history, whose state holds every lead)
-//! are ignored by version (`since`). Only an engine owning every partition evicts: a member of
-//! several holds copies of other members' devices, which its group boundaries would not cover.
+//! nothing. Only rows that describe this state count (`valid`): not those of before a rebuild
+//! from history (whose state holds every lead), nor those a process wrote after the checkpoint a
+//! restore came from. And a group put back is not evicted again until a checkpoint holding it is
+//! written: otherwise a checkpoint that failed after its evictions were stored would leave a
+//! newer row (replacing the one the checkpoint before relies on) for a key that one lacks.
+//!
+//! Only an engine owning every partition evicts: a member of several holds copies of other
+//! members' devices, which its group boundaries would not cover.
 
 use super::identity::{device_lead, Device, Lead, DEVICE_PREFIX};
 use super::saved::{SavedDevice, SavedLead, SymbolsOut};
@@ -76,7 +81,7 @@ struct SavedGroup {
 /// What a partition's checkpoint carries of its evictions.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct SavedEvicted {
-    since: Option<u64>,
+    valid: Vec<(u64, u64)>,
     filter: Option<GrowableBloom>,
 }
 
@@ -98,8 +103,15 @@ struct Parked {
 pub(super) struct Evicted {
     /// `state.idle_after` in ms; `None`: nothing is evicted.
     idle_ms: Option<i64>,
-    /// Per partition: the first version of this era's rows (`None`: no row of it counts yet).
-    since: Vec<Option<u64>>,
+    /// Per partition: the versions whose rows describe this state (inclusive ranges): from
+    /// the first flush after a rebuild on, less what dead processes wrote after the checkpoint
+    /// a restore came from. Empty: no row counts yet.
+    valid: Vec<Vec<(u64, u64)>>,
+    /// Version of the last flush (evictions are written with it).
+    flushed_at: u64,
+    /// Keys put back since the last checkpoint written: not evicted again before one is, so a
+    /// failed checkpoint never leaves a newer row for a key the one before lacks.
+    recent: HashSet<SmolStr>,
     /// Per partition: keys and event ids evicted in this era.
     filters: Vec<Option<GrowableBloom>>,
     wanted: HashSet<String>,
@@ -119,7 +131,7 @@ fn device_key(device: &str) -> String {
 impl Evicted {
     pub(super) fn new(partitions: u32) -> Self {
         Self {
-            since: vec![None; partitions as usize],
+            valid: vec![Vec::new(); partitions as usize],
             filters: (0..partitions).map(|_| None).collect(),
             ..Self::default()
         }
@@ -147,24 +159,40 @@ impl Evicted {
         self.filters.iter().flatten().any(|f| f.contains(id))
     }
 
+    /// What a checkpoint taken now carries: rows written after it (by a process that dies
+    /// before the next one) do not describe the state it holds.
     pub(super) fn save(&self, partition: u32) -> SavedEvicted {
+        let valid = self.valid[partition as usize]
+            .iter()
+            .filter(|(lo, _)| *lo <= self.flushed_at)
+            .map(|&(lo, hi)| (lo, hi.min(self.flushed_at)))
+            .collect();
         SavedEvicted {
-            since: self.since[partition as usize],
+            valid,
             filter: self.filters[partition as usize].clone(),
         }
     }
 
     pub(super) fn load(&mut self, partition: u32, saved: SavedEvicted) {
-        self.since[partition as usize] = saved.since;
+        self.valid[partition as usize] = saved.valid;
         self.filters[partition as usize] = saved.filter;
     }
 
-    /// The first flush of an engine not restored from checkpoints starts an era: rows of
-    /// earlier ones describe leads its rebuild holds.
+    /// Every flush: the rows this process writes from its first flush on describe its state
+    /// (after a rebuild, rows of before describe leads the rebuild holds anyway).
     pub(super) fn begin(&mut self, version: u64) {
-        for s in &mut self.since {
-            s.get_or_insert(version);
+        for v in &mut self.valid {
+            if v.last().is_none_or(|&(_, hi)| hi != u64::MAX) {
+                v.push((version, u64::MAX));
+            }
         }
+        self.flushed_at = version;
+    }
+
+    fn counts(&self, partition: u32, version: u64) -> bool {
+        self.valid
+            .get(partition as usize)
+            .is_some_and(|v| v.iter().any(|&(lo, hi)| (lo..=hi).contains(&version)))
     }
 
     pub(super) fn parked(&self) -> usize {
@@ -270,13 +298,7 @@ impl Engine {
         let mut found: HashSet<&str> = HashSet::default();
         let mut seen: HashSet<&[u8]> = HashSet::default();
         for r in rows {
-            let era = self
-                .evicted
-                .since
-                .get(r.partition as usize)
-                .copied()
-                .flatten();
-            if era.is_none_or(|since| r.version < since) {
+            if !self.evicted.counts(r.partition, r.version) {
                 continue;
             }
             found.insert(&r.key);
@@ -312,8 +334,9 @@ impl Engine {
         let mut back: Vec<SmolStr> = Vec::new();
         for l in &g.leads {
             let (key, lead) = self.load_lead(l, &symbols);
-            if let Entry::Vacant(v) = self.leads.entry(key) {
+            if let Entry::Vacant(v) = self.leads.entry(key.clone()) {
                 v.insert(lead);
+                self.evicted.recent.insert(key);
                 any = true;
             }
         }
@@ -321,6 +344,7 @@ impl Engine {
             let (id, dev) = self.load_device(d, &symbols);
             if let Entry::Vacant(v) = self.devices.entry(id.clone()) {
                 v.insert(dev);
+                self.evicted.recent.insert(id.clone());
                 back.push(id);
                 any = true;
             }
@@ -396,6 +420,20 @@ impl Engine {
         if idle_keys.is_empty() {
             return Vec::new();
         }
+        let mut idle_keys = idle_keys;
+        // A group put back since the last checkpoint written stays until one is.
+        if !self.evicted.recent.is_empty() {
+            for (k, _) in &self.leads {
+                if self.evicted.recent.contains(k) {
+                    idle_keys.remove(&group_of(k));
+                }
+            }
+            for (d, dev) in &self.devices {
+                if self.evicted.recent.contains(d) {
+                    idle_keys.remove(&group_of(&holder(d, dev)));
+                }
+            }
+        }
         type Members<'a> = (Vec<(&'a str, &'a Lead)>, Vec<(&'a str, &'a Device)>);
         let mut groups: HashMap<&SmolStr, Members> = HashMap::default();
         for (k, l) in &self.leads {
@@ -470,6 +508,12 @@ impl Engine {
                 self.evicted.filter(partition).insert(k.as_str());
             }
         }
+    }
+
+    /// The checkpoint taken after the last [`Self::evict`] was written: groups put back before
+    /// it may leave again.
+    pub fn checkpoint_written(&mut self) {
+        self.evicted.recent.clear();
     }
 
     /// Events parked for a reload.
