@@ -422,16 +422,12 @@ impl Engine {
         }
         let mut idle_keys = idle_keys;
         // A group put back since the last checkpoint written stays until one is.
-        if !self.evicted.recent.is_empty() {
-            for (k, _) in &self.leads {
-                if self.evicted.recent.contains(k) {
-                    idle_keys.remove(&group_of(k));
-                }
+        for k in &self.evicted.recent {
+            if self.leads.contains_key(k) {
+                idle_keys.remove(&group_of(k));
             }
-            for (d, dev) in &self.devices {
-                if self.evicted.recent.contains(d) {
-                    idle_keys.remove(&group_of(&holder(d, dev)));
-                }
+            if let Some(dev) = self.devices.get(k) {
+                idle_keys.remove(&group_of(&holder(k, dev)));
             }
         }
         type Members<'a> = (Vec<(&'a str, &'a Lead)>, Vec<(&'a str, &'a Device)>);
