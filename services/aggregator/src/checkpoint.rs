@@ -102,6 +102,8 @@ impl Service<'_> {
             }
             Ok(Ok(())) => {
                 engine.evict(&groups);
+                // What is held changed without a flush.
+                self.publish_health(engine);
                 let keys = groups.iter().map(|g| g.keys.len()).sum();
                 let bytes = groups.iter().map(|g| g.blob.len() * g.keys.len()).sum();
                 events::evicted(groups.len(), keys, bytes, started.elapsed());

@@ -219,14 +219,23 @@ async fn main() {
     let bytes = query_u64(
         &clickhouse_url(),
         &w.database,
-        "SELECT sum(length(data)) FROM aggregator_checkpoints FINAL",
+        // The newest checkpoint of each partition only (older, longer ones leave chunks behind).
+        "SELECT sum(length(data)) FROM aggregator_checkpoints \
+         WHERE (partition, version) IN \
+           (SELECT partition, max(version) FROM aggregator_checkpoints GROUP BY partition)",
     )
     .await
     .unwrap_or(0);
     let (from_checkpoint, rss, mut agg) = restart(&w, &cfg, &file).await;
     let restore = restore_seconds(&cfg.api.listen).await;
     let held = labelled_sum(&cfg.api.listen, "leadstream_aggregator_leads_held").await;
-    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state, {held:.0} leads held, {:.0} B of checkpoint per held lead): ready and current in {from_checkpoint:.2} s, of which the restore {restore:.2} s (the rest is the group handing the partitions over); RSS {:.0} MB ({:.0} B per held lead)", bytes as f64 / 1e6, bytes as f64 / held.max(1.0), rss as f64 / 1e6, rss as f64 / held.max(1.0));
+    let restores = labelled_sum(
+        &cfg.api.listen,
+        "leadstream_aggregator_checkpoint_restores_total",
+    )
+    .await;
+    let rebuilds = labelled_sum(&cfg.api.listen, "leadstream_aggregator_rebuilds_total").await;
+    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state, {:.0} B per lead held now): ready and current in {from_checkpoint:.2} s, of which the last restore {restore:.2} s (the rest is the group handing the partitions over; {restores:.0} restores from checkpoints, {rebuilds:.0} from history); two checkpoints later {held:.0} leads held, RSS {:.0} MB", bytes as f64 / 1e6, bytes as f64 / held.max(1.0), rss as f64 / 1e6);
     agg.kill9();
     let evicted = query_u64(
         &clickhouse_url(),
@@ -305,8 +314,8 @@ async fn restore_seconds(addr: &str) -> f64 {
     labelled_sum(addr, "leadstream_aggregator_restore_seconds").await
 }
 
-/// Starts the aggregator binary and waits until it is ready and current: (seconds, its RSS in
-/// bytes then, the process).
+/// Starts the aggregator binary and waits until it is ready and current, then two checkpoints
+/// more: (seconds until current, its RSS after those, the process).
 async fn restart(
     w: &World,
     cfg: &leadstream_aggregator::AggregatorConfig,
@@ -316,6 +325,17 @@ async fn restart(
     let agg = leadstream_tests::process::spawn_aggregator(file);
     caught_up(w, cfg).await;
     let elapsed = t0.elapsed().as_secs_f64();
+    // Two more checkpoints, so idle leads are evicted even where the group first handed this
+    // member only some partitions (on tansu, until the killed member's session ends): a member
+    // of several keeps everything, and the engine for all of them evicts at its checkpoints.
+    let addr = &cfg.api.listen;
+    let taken = labelled_sum(addr, "leadstream_aggregator_checkpoints_total").await;
+    let t1 = Instant::now();
+    while labelled_sum(addr, "leadstream_aggregator_checkpoints_total").await < taken + 2.0
+        && t1.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let status = std::fs::read_to_string(format!("/proc/{}/status", agg.id())).unwrap_or_default();
     let rss_kb: u64 = status
         .lines()
