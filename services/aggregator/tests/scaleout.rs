@@ -89,6 +89,15 @@ impl Cluster {
         c
     }
 
+    /// One member checkpointing and evicting leads idle for `idle_ms`.
+    fn evicting(partitions: u32, idle_ms: i64) -> Self {
+        let mut c = Self::new(partitions, 1);
+        c.checkpointing = true;
+        c.idle_ms = Some(idle_ms);
+        c.nodes[0].engine.set_idle_after(c.idle_ms);
+        c
+    }
+
     fn partition(&self, key: &str) -> usize {
         everything(self.partitions).partition(key) as usize
     }
@@ -229,18 +238,7 @@ impl Cluster {
         self.flush(m);
         let version = self.version;
         // Idle groups are stored, then leave memory, before the checkpoint that lacks them.
-        let groups = self.nodes[m].engine.idle_groups();
-        for g in &groups {
-            for k in &g.keys {
-                let row = EvictedRow {
-                    key: k.clone(),
-                    partition: g.partition,
-                    version,
-                    blob: g.blob.clone(),
-                };
-                self.evicted.insert(k.clone(), row);
-            }
-        }
+        let groups = self.store_idle(m);
         self.nodes[m].engine.evict(&groups);
         self.groups_evicted += groups.len();
         let node = &self.nodes[m];
@@ -252,22 +250,28 @@ impl Cluster {
         self.nodes[m].engine.checkpoint_written();
     }
 
-    /// Member `m` flushes and stores its idle groups, then dies before its checkpoint is
-    /// written (every member restarts from the checkpoints before).
-    fn evict_then_crash(&mut self, m: usize) {
-        self.flush(m);
-        let version = self.version;
-        for g in self.nodes[m].engine.idle_groups() {
+    /// "aggregator_evicted" gets member `m`'s idle groups, with the last flush's version.
+    fn store_idle(&mut self, m: usize) -> Vec<leadstream_aggregator::engine::EvictedGroup> {
+        let groups = self.nodes[m].engine.idle_groups();
+        for g in &groups {
             for k in &g.keys {
                 let row = EvictedRow {
                     key: k.clone(),
                     partition: g.partition,
-                    version,
+                    version: self.version,
                     blob: g.blob.clone(),
                 };
                 self.evicted.insert(k.clone(), row);
             }
         }
+        groups
+    }
+
+    /// Member `m` flushes and stores its idle groups, then dies before its checkpoint is
+    /// written (every member restarts from the checkpoints before).
+    fn evict_then_crash(&mut self, m: usize) {
+        self.flush(m);
+        self.store_idle(m);
         let members = self.nodes.len();
         self.rebalance(members, 0);
     }
@@ -486,10 +490,7 @@ proptest! {
         dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
         moved in proptest::collection::vec((any::<proptest::sample::Index>(), -300i64..300, 0u8..2), 0..4),
     ) {
-        let mut c = Cluster::new(partitions, 1);
-        c.checkpointing = true;
-        c.idle_ms = Some(idle_secs * 1000);
-        c.nodes[0].engine.set_idle_after(c.idle_ms);
+        let c = Cluster::evicting(partitions, idle_secs * 1000);
         // Copies of some events under other leads and devices, at other times (one winner per
         // id: the earliest), some of them copies of an evicted lead's events.
         let mut events = events;
@@ -524,10 +525,7 @@ fn idle_leads_leave_memory_and_come_back_for_a_new_event() {
         call(1_020, "u1", "qualified"),
     ];
     let want = single_engine(&events);
-    let mut c = Cluster::new(2, 1);
-    c.checkpointing = true;
-    c.idle_ms = Some(100_000);
-    c.nodes[0].engine.set_idle_after(c.idle_ms);
+    let mut c = Cluster::evicting(2, 100_000);
     for e in &events[..4] {
         c.arrive(e);
     }
@@ -544,10 +542,7 @@ fn idle_leads_leave_memory_and_come_back_for_a_new_event() {
     }
     c.drain();
     assert_eq!(c.groups_reloaded, 1, "the group came back once");
-    assert_eq!(snapshot(&c.model), snapshot(&want));
-    for (f, n) in [("b2c", 6), ("sales", 4)] {
-        assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
-    }
+    support::assert_same_answers(&c.model, &want);
 }
 
 /// A lead evicted at a checkpoint, read back and rewritten by a flush that never reached the
@@ -563,10 +558,7 @@ fn rows_of_an_evicted_lead_written_after_its_checkpoint_are_settled_on_restore()
         call(1_020, "u1", "qualified"),
     ];
     let want = single_engine(&events);
-    let mut c = Cluster::new(1, 1);
-    c.checkpointing = true;
-    c.idle_ms = Some(100_000);
-    c.nodes[0].engine.set_idle_after(c.idle_ms);
+    let mut c = Cluster::evicting(1, 100_000);
     for e in &events[..4] {
         c.arrive(e);
     }
@@ -587,10 +579,7 @@ fn rows_of_an_evicted_lead_written_after_its_checkpoint_are_settled_on_restore()
         "the restore puts u1's rows back as the checkpoint had them (it reads u1 back)"
     );
     c.drain();
-    assert_eq!(snapshot(&c.model), snapshot(&want));
-    for (f, n) in [("b2c", 6), ("sales", 4)] {
-        assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
-    }
+    support::assert_same_answers(&c.model, &want);
 }
 
 /// A lead evicted, read back by an event later than the lateness (so still idle), evicted again
@@ -608,10 +597,7 @@ fn an_eviction_whose_checkpoint_failed_is_not_read_back() {
         call(30, "u1", "qualified"),
     ];
     let want = single_engine(&events);
-    let mut c = Cluster::new(1, 1);
-    c.checkpointing = true;
-    c.idle_ms = Some(100_000);
-    c.nodes[0].engine.set_idle_after(c.idle_ms);
+    let mut c = Cluster::evicting(1, 100_000);
     for e in &events[..4] {
         c.arrive(e);
     }
@@ -623,10 +609,7 @@ fn an_eviction_whose_checkpoint_failed_is_not_read_back() {
     c.evict_then_crash(0);
     assert_eq!(c.restored_from_checkpoints, 1);
     c.drain();
-    assert_eq!(snapshot(&c.model), snapshot(&want));
-    for (f, n) in [("b2c", 6), ("sales", 4)] {
-        assert_eq!(c.model.rollup_cells(f, n), want.rollup_cells(f, n));
-    }
+    support::assert_same_answers(&c.model, &want);
 }
 
 /// Restores do come from checkpoints in that test's schedules (not only from rebuilds).

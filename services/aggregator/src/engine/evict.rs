@@ -25,6 +25,7 @@
 //! Only an engine owning every partition evicts: a member of several holds copies of other
 //! members' devices, which its group boundaries would not cover.
 
+use super::compact::Role;
 use super::identity::{device_lead, Device, Lead, DEVICE_PREFIX};
 use super::saved::{SavedDevice, SavedLead, SymbolsOut};
 use super::{Engine, Ingested};
@@ -239,12 +240,9 @@ impl Engine {
         if !self.evicted.any() {
             return false;
         }
-        let anonymous_touch = e.lead_id.is_none()
-            && matches!(
-                super::compact::Role::of(e.event_type),
-                super::compact::Role::Touch
-            )
-            && e.device_id.is_some();
+        // An anonymous touch reads only its device (as `ingest` files it).
+        let anonymous_touch =
+            e.lead_id.is_none() && e.device_id.is_some() && Role::of(e.event_type) == Role::Touch;
         let lead = (!anonymous_touch)
             .then(|| self.lead_out(&e.lead_key()))
             .flatten();

@@ -44,6 +44,19 @@ pub fn normalizer(tz: chrono_tz::Tz, max_bytes: usize) -> Normalizer {
     })
 }
 
+/// `got` publishes what `want` publishes: every lead row and transition, and the rollup cells
+/// of both shipped funnels.
+pub fn assert_same_answers(got: &ReadModel, want: &ReadModel) {
+    assert_eq!(events::snapshot(got), events::snapshot(want));
+    for (f, n) in [("b2c", 6), ("sales", 4)] {
+        assert_eq!(
+            got.rollup_cells(f, n),
+            want.rollup_cells(f, n),
+            "{f} rollups"
+        );
+    }
+}
+
 /// What ClickHouse's `FINAL` shows after all writes: newest version per key, tombstones dropped.
 #[derive(Default)]
 pub struct ReadModel {
