@@ -262,7 +262,8 @@ pub async fn labelled_sum(addr: &str, name: &str) -> f64 {
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        // `sum` of no values is -0.0, which prints as "-0".
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Kills `s` with SIGKILL `kills` times, each time after the running process made progress

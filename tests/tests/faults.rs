@@ -34,7 +34,8 @@ async fn the_collector_killed_five_times_mid_stream() {
 /// (`leadstream_aggregator_rebuilds_total` stays 0 in every restarted process), on a feed of
 /// 20k leads (`LEADSTREAM_CHECKPOINT_LEADS`) with late events and duplicates. Leads idle for 5
 /// minutes of event time leave memory (the feed's steps are minutes to an hour apart, so many
-/// leads go idle and come back), across the kills too: leads are evicted and read back.
+/// leads go idle and come back), across the kills too: leads and rollup buckets are evicted
+/// and read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints() {
     use rand::{Rng, SeedableRng};
@@ -46,20 +47,33 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
     let mut col = Service::collector(&w);
     let mut agg = Service::aggregator_with(&w, |c| {
         c.state.idle_after = Duration::from_secs(5 * 60);
+        c.state.rollup_idle_after = Duration::from_secs(5 * 60);
         // Checkpoints (and evictions) within each process's short life between kills.
         c.state.checkpoint_interval = Duration::from_secs(2);
     });
     col.start();
     agg.start();
     let sending = feed(&w, 102, leads, feed_seconds(), |_| {});
-    // Evictions and reloads, summed over the processes (each read just before its kill, so a
-    // lower bound).
-    let mut moved = (0.0, 0.0);
+    // Evictions and reloads of leads and buckets, summed over the processes (each read just
+    // before its kill, so a lower bound).
+    const MOVED: [&str; 4] = [
+        "leadstream_aggregator_evicted_groups_total",
+        "leadstream_aggregator_reloaded_groups_total",
+        "leadstream_aggregator_evicted_buckets_total",
+        "leadstream_aggregator_resolved_buckets_total",
+    ];
+    let mut moved = [0.0; 4];
     let count = |addr: String| async move {
-        (
-            labelled_sum(&addr, "leadstream_aggregator_evicted_groups_total").await,
-            labelled_sum(&addr, "leadstream_aggregator_reloaded_groups_total").await,
-        )
+        let mut n = [0.0; 4];
+        for (n, name) in n.iter_mut().zip(MOVED) {
+            *n = labelled_sum(&addr, name).await;
+        }
+        n
+    };
+    let add = |moved: &mut [f64; 4], n: [f64; 4]| {
+        for (m, n) in moved.iter_mut().zip(n) {
+            *m += n;
+        }
     };
     // The first process has nothing to restore: it rebuilds (from an empty history) and writes
     // its first checkpoint right away.
@@ -78,9 +92,12 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
         agg.wait_for_progress().await;
         let pause = rng.random_range(0..=3000);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let (evicted, reloaded) = count(agg.addr.clone()).await;
-        moved = (moved.0 + evicted, moved.1 + reloaded);
-        eprintln!("kill {kill}: {evicted} groups evicted, {reloaded} read back by this process");
+        let n = count(agg.addr.clone()).await;
+        add(&mut moved, n);
+        eprintln!(
+            "kill {kill}: this process evicted {} groups and {} buckets, read back {} groups and {} buckets",
+            n[0], n[2], n[1], n[3]
+        );
         agg.kill9();
         agg.start();
         let restored = eventually(
@@ -114,10 +131,13 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
     }
     let sent = sending.await.expect("feed");
     assert_exact(&w, &sent, &[&agg.addr], settle()).await;
-    let (evicted, reloaded) = count(agg.addr.clone()).await;
-    moved = (moved.0 + evicted, moved.1 + reloaded);
-    assert!(moved.0 > 0.0, "idle leads were evicted ({moved:?})");
-    assert!(moved.1 > 0.0, "evicted leads were read back ({moved:?})");
+    add(&mut moved, count(agg.addr.clone()).await);
+    for (n, name) in moved.iter().zip(MOVED) {
+        assert!(
+            *n > 0.0,
+            "{name} summed over the processes is {n} ({moved:?})"
+        );
+    }
     col.terminate(SIGTERM_LIMIT);
     agg.terminate(SIGTERM_LIMIT);
 }

@@ -81,17 +81,21 @@ impl Service<'_> {
         }
     }
 
-    /// Stores the idle groups and drops them from memory, before the checkpoint that no longer
-    /// holds them (so a checkpoint never lacks a lead that is not stored).
+    /// Stores the idle groups and rollup buckets and drops them from memory, before the
+    /// checkpoint that no longer holds them (so a checkpoint never lacks a lead or a bucket that
+    /// is not stored).
     async fn evict(&self, engine: &mut Engine, version: u64) -> Result<bool, SinkError> {
         let started = Instant::now();
         let groups = engine.idle_groups();
-        if groups.is_empty() {
+        let buckets = engine.idle_buckets();
+        if groups.is_empty() && buckets.rows.is_empty() {
+            // The horizons may still move (no bucket below the new ones).
+            engine.evict_buckets(buckets);
             return Ok(true);
         }
         match self
             .retried("evict", Dependency::ClickHouse, || {
-                evicted::write(self.sink, &groups, version)
+                evicted::write(self.sink, &groups, &buckets.rows, version)
             })
             .await
         {
@@ -102,6 +106,8 @@ impl Service<'_> {
             }
             Ok(Ok(())) => {
                 engine.evict(&groups);
+                events::buckets_evicted(buckets.rows.len());
+                engine.evict_buckets(buckets);
                 // What is held changed without a flush.
                 self.publish_health(engine);
                 let keys = groups.iter().map(|g| g.keys.len()).sum();

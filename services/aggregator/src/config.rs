@@ -111,6 +111,12 @@ pub struct StateConfig {
     /// member owning every partition evicts.
     #[serde(with = "humantime_serde")]
     pub idle_after: Duration,
+    /// A per-minute rollup bucket of a minute this much older than its partition's newest
+    /// event leaves memory (its count stored in `aggregator_evicted`, read back when a change
+    /// touches it): shorter holds less, and reads back more often for leads that started
+    /// earlier and still move. Evicted only where leads are (`idle_after`).
+    #[serde(with = "humantime_serde")]
+    pub rollup_idle_after: Duration,
 }
 
 /// Which touches attribute a lead.
@@ -190,6 +196,7 @@ impl Default for AggregatorConfig {
                 max_touches_per_device: crate::engine::DEFAULT_TOUCH_CAP,
                 checkpoint_interval: Duration::from_secs(10),
                 idle_after: Duration::from_secs(30 * 86_400),
+                rollup_idle_after: Duration::from_secs(86_400),
             },
             attribution: AttributionConfig {
                 lookback: Duration::from_secs(30 * 86_400),
@@ -279,6 +286,9 @@ impl AggregatorConfig {
         }
         if self.state.idle_after.is_zero() {
             return Err(invalid("state.idle_after", "must be positive"));
+        }
+        if self.state.rollup_idle_after.is_zero() {
+            return Err(invalid("state.rollup_idle_after", "must be positive"));
         }
         if self.state.max_touches_per_device == 0 {
             return Err(invalid("state.max_touches_per_device", "must be positive"));

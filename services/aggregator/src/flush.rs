@@ -1,7 +1,7 @@
 //! One flush: copy checks and device lookups against ClickHouse, the engine's rows written,
 //! then dead letters and rechecks produced.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EvictedRow, Output};
 use crate::internal_events as events;
 use crate::service::{Dependency, Service};
 use crate::store;
@@ -13,6 +13,26 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Service<'_> {
+    /// The newest rows of `aggregator_evicted` for `keys`, retried while ClickHouse is
+    /// unavailable: `None` when the give-up token interrupted the retries.
+    async fn read_evicted(
+        &self,
+        what: &'static str,
+        keys: &[String],
+    ) -> Result<Option<Vec<EvictedRow>>, SinkError> {
+        let found = self
+            .retried(what, Dependency::ClickHouse, || async {
+                store::evicted::read(self.sink.client(), keys)
+                    .await
+                    .map_err(|e| SinkError::Transient(e.to_string()))
+            })
+            .await;
+        match found {
+            Err(GaveUp) => Ok(None),
+            Ok(r) => r.map(Some),
+        }
+    }
+
     /// Brings back the evicted groups the engine asked for and applies the events parked for
     /// them: `false` when the give-up token interrupted the retries. No flush may run with
     /// events parked (their offsets would be stored unapplied), so a refused read is an error.
@@ -22,17 +42,8 @@ impl Service<'_> {
             if asked.is_empty() {
                 return Ok(true);
             }
-            let found = self
-                .retried("reload", Dependency::ClickHouse, || async {
-                    store::evicted::read(self.sink.client(), &asked)
-                        .await
-                        .map_err(|e| SinkError::Transient(e.to_string()))
-                })
-                .await;
-            let rows = match found {
-                Err(GaveUp) => return Ok(false),
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(rows)) => rows,
+            let Some(rows) = self.read_evicted("reload", &asked).await? else {
+                return Ok(false);
             };
             let asked_n = asked.len();
             let r = engine.reload(asked, &rows);
@@ -41,6 +52,27 @@ impl Service<'_> {
                 events::ingested(result, &e);
             }
         }
+    }
+
+    /// Reads the stored counts of the rollup buckets `out` changed that may have been evicted
+    /// and completes their rows: `false` when the give-up token interrupted the retries. No
+    /// rows may be written before (they would carry only the change), so a refused read is an
+    /// error.
+    pub(crate) async fn resolve(
+        &self,
+        engine: &mut Engine,
+        out: &mut Output,
+    ) -> Result<bool, SinkError> {
+        if out.unresolved.is_empty() {
+            return Ok(true);
+        }
+        let keys = out.unresolved.keys();
+        let Some(rows) = self.read_evicted("resolve", &keys).await? else {
+            return Ok(false);
+        };
+        let found = engine.resolve(out, &rows);
+        events::buckets_resolved(keys.len(), found);
+        Ok(true)
     }
 
     /// Copy checks, lookups, rows, dead letters, rechecks: `false` when the give-up token
@@ -108,7 +140,10 @@ impl Service<'_> {
                 }
             }
         }
-        let out = engine.flush(versions.issue());
+        let mut out = engine.flush(versions.issue());
+        if !self.resolve(engine, &mut out).await? {
+            return Ok(false);
+        }
         match self
             .retried("write", Dependency::ClickHouse, || write(self.sink, &out))
             .await

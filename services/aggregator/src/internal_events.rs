@@ -203,10 +203,11 @@ pub fn flushed(by_kind: &[u64; 6], rows: usize, replayed: u64, elapsed: Duration
         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
 }
 
-/// State size after a flush.
-pub fn state_size(leads: usize, devices: usize, newest_event_ms: i64) {
+/// State size after a flush or an eviction.
+pub fn state_size(leads: usize, devices: usize, rollup_buckets: usize, newest_event_ms: i64) {
     metrics::gauge!("leadstream_aggregator_leads_held").set(leads as f64);
     metrics::gauge!("leadstream_aggregator_devices_held").set(devices as f64);
+    metrics::gauge!("leadstream_aggregator_rollup_buckets_held").set(rollup_buckets as f64);
     if newest_event_ms > 0 {
         metrics::gauge!("leadstream_aggregator_newest_event_timestamp_seconds")
             .set(newest_event_ms as f64 / 1000.0);
@@ -294,6 +295,33 @@ pub fn evicted_unreadable(error: &str) {
             error,
             skipped,
             "an evicted lead does not decode; it starts again empty"
+        );
+    }
+    metrics::counter!("leadstream_aggregator_evicted_unreadable_total").increment(1);
+}
+
+/// Rollup buckets idle long enough left memory, their counts stored.
+pub fn buckets_evicted(buckets: usize) {
+    tracing::debug!(buckets, "idle rollup buckets evicted");
+    metrics::counter!("leadstream_aggregator_evicted_buckets_total").increment(buckets as u64);
+}
+
+/// Changed rollup buckets that may have been evicted were read back: `found` had a stored count.
+pub fn buckets_resolved(asked: usize, found: usize) {
+    tracing::debug!(asked, found, "evicted rollup buckets read back");
+    metrics::counter!("leadstream_aggregator_resolved_buckets_total").increment(asked as u64);
+}
+
+/// A stored bucket count did not decode (written by another build): it counts as empty.
+pub fn bucket_unreadable(key: &str, bytes: usize) {
+    static LOG: leadstream_runtime::throttle::Throttle =
+        leadstream_runtime::throttle::Throttle::per(1000);
+    if let Some(skipped) = LOG.allow() {
+        tracing::error!(
+            key,
+            bytes,
+            skipped,
+            "a stored rollup bucket count does not decode; it counts as empty"
         );
     }
     metrics::counter!("leadstream_aggregator_evicted_unreadable_total").increment(1);

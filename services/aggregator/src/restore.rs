@@ -160,7 +160,10 @@ impl Service<'_> {
                     return Ok(Rebuild::Stopped);
                 }
                 let stale_leads = restored.stale.leads.len();
-                let fixes = engine.settle_stale(restored.stale, stale_version);
+                let mut fixes = engine.settle_stale(restored.stale, stale_version);
+                if !self.resolve(&mut engine, &mut fixes).await? {
+                    return Ok(Rebuild::Stopped);
+                }
                 events::restored_from_checkpoints(
                     restored.bytes,
                     engine.leads_held(),
@@ -169,7 +172,10 @@ impl Service<'_> {
                     versions.epoch(),
                     started.elapsed(),
                 );
-                let out = engine.flush(versions.issue());
+                let mut out = engine.flush(versions.issue());
+                if !self.resolve(&mut engine, &mut out).await? {
+                    return Ok(Rebuild::Stopped);
+                }
                 // The settled buckets first: the flush's own rows are newer where they overlap.
                 if !self.write_all(&[&fixes, &out]).await? {
                     return Ok(Rebuild::Stopped);

@@ -366,6 +366,7 @@ impl Service<'_> {
         events::state_size(
             engine.leads_held(),
             engine.devices_held(),
+            engine.rollup_buckets(),
             engine.watermark_ms(),
         );
     }

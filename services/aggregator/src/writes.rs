@@ -22,6 +22,10 @@ const ROWS_PER_INSERT: usize = 5000;
 /// Writes one flush's rows. Transitions, late events, rollups and per-minute tombstones first,
 /// lead states last: a reader that sees a lead's new state also sees its transitions.
 pub async fn write(sink: &Sink, out: &Output) -> Result<(), SinkError> {
+    debug_assert!(
+        out.unresolved.is_empty(),
+        "rows are resolved before they are written"
+    );
     for chunk in out.transitions.chunks(ROWS_PER_INSERT) {
         sink.insert::<TransitionRow>("stage_transitions", chunk)
             .await?;

@@ -5,10 +5,8 @@
 
 mod support;
 
-use leadstream_aggregator::engine::EvictedRow;
 use leadstream_aggregator::{Engine, Ingested};
 use leadstream_schemas::NormalizedEvent;
-use std::collections::HashMap;
 use support::events::{call, signup_on, snapshot, touch, with};
 use support::{default_funnels, FakeStore, ReadModel};
 
@@ -18,14 +16,12 @@ const IDLE_MS: i64 = 86_400_000;
 /// An engine that evicts, one that does not, and what each published.
 struct Pair {
     store: FakeStore,
-    /// `aggregator_evicted`: the newest row per key.
-    evicted: HashMap<String, EvictedRow>,
+    evicted: support::evicted::EvictedStore,
     bounded: Engine,
     full: Engine,
     bounded_rows: ReadModel,
     full_rows: ReadModel,
     version: u64,
-    reloaded: usize,
 }
 
 impl Pair {
@@ -34,13 +30,12 @@ impl Pair {
         bounded.set_idle_after(Some(IDLE_MS));
         Self {
             store: FakeStore::default(),
-            evicted: HashMap::new(),
+            evicted: Default::default(),
             bounded,
             full: Engine::new(default_funnels(), LATENESS_MS),
             bounded_rows: ReadModel::default(),
             full_rows: ReadModel::default(),
             version: 0,
-            reloaded: 0,
         }
     }
 
@@ -52,20 +47,7 @@ impl Pair {
     }
 
     fn reload(&mut self) -> Vec<Ingested> {
-        let mut done = Vec::new();
-        loop {
-            let asked = self.bounded.take_reloads();
-            if asked.is_empty() {
-                return done;
-            }
-            let rows: Vec<EvictedRow> = asked
-                .iter()
-                .filter_map(|k| self.evicted.get(k).cloned())
-                .collect();
-            let r = self.bounded.reload(asked, &rows);
-            self.reloaded += r.groups;
-            done.extend(r.applied.into_iter().map(|(_, r)| r));
-        }
+        self.evicted.reload(&mut self.bounded)
     }
 
     /// Both flush, answering what they ask as the service does; the bounded one then evicts
@@ -87,22 +69,11 @@ impl Pair {
             done.extend(self.reload());
             self.bounded.learn(&l, &claims, &touches);
         }
-        let out = self.bounded.flush(self.version);
+        let mut out = self.bounded.flush(self.version);
+        self.evicted.resolve(&mut self.bounded, &mut out);
         self.store.hide(&out.minute_tombstones);
         self.bounded_rows.apply(out);
-        let groups = self.bounded.idle_groups();
-        for g in &groups {
-            for k in &g.keys {
-                let row = EvictedRow {
-                    key: k.clone(),
-                    partition: g.partition,
-                    version: self.version,
-                    blob: g.blob.clone(),
-                };
-                self.evicted.insert(k.clone(), row);
-            }
-        }
-        self.bounded.evict(&groups);
+        self.evicted.evict_idle(&mut self.bounded, self.version);
         // Taken as a checkpoint written (a restart here loads what `restart` takes).
         self.bounded.checkpoint_written();
         done
@@ -151,7 +122,7 @@ fn a_too_late_event_for_an_evicted_lead_gives_the_batch_answer() {
     });
     assert_eq!(p.arrive(&late), Ingested::Parked);
     let done = p.flush();
-    assert_eq!(p.reloaded, 1);
+    assert_eq!(p.evicted.groups_reloaded, 1);
     assert_eq!(
         done,
         [Ingested::Applied {
@@ -198,7 +169,10 @@ fn a_copy_of_an_evicted_event_under_another_lead_is_settled_with_it() {
     });
     p.arrive(&copy);
     p.flush();
-    assert_eq!(p.reloaded, 1, "u1 came back to drop its copy");
+    assert_eq!(
+        p.evicted.groups_reloaded, 1,
+        "u1 came back to drop its copy"
+    );
     p.assert_same();
     assert!(
         snapshot(&p.bounded_rows).iter().any(|r| r.contains("u2")),
@@ -221,7 +195,7 @@ fn an_anonymous_device_leaves_memory_and_its_later_signup_claims_its_touches() {
         Ingested::Parked
     );
     p.flush();
-    assert_eq!(p.reloaded, 1);
+    assert_eq!(p.evicted.groups_reloaded, 1);
     p.assert_same();
     assert!(
         snapshot(&p.bounded_rows)
@@ -249,7 +223,10 @@ fn a_copy_of_an_evicted_anonymous_touch_under_another_device_is_settled_with_it(
     });
     p.arrive(&moved);
     p.flush();
-    assert_eq!(p.reloaded, 1, "d1 came back to drop its copy");
+    assert_eq!(
+        p.evicted.groups_reloaded, 1,
+        "d1 came back to drop its copy"
+    );
     p.assert_same();
     assert!(
         !snapshot(&p.bounded_rows)
@@ -257,4 +234,46 @@ fn a_copy_of_an_evicted_anonymous_touch_under_another_device_is_settled_with_it(
             .any(|r| r.contains("device:d1 ")),
         "the losing device's lead is gone"
     );
+}
+
+#[test]
+fn idle_rollup_buckets_leave_memory_and_their_counts_come_back_exactly() {
+    let mut p = Pair::new();
+    // Two leads starting in the same minute: their cohort bucket counts both.
+    p.arrive(&call(0, "u1", "connected"));
+    p.arrive(&call(1, "u2", "connected"));
+    p.flush();
+    let early = p.bounded.rollup_buckets();
+    assert!(early > 0);
+    p.arrive(&call(3 * DAY, "u9", "connected"));
+    p.flush();
+    assert_eq!(
+        p.evicted.buckets_stored, early,
+        "every bucket of minute 0 was stored"
+    );
+    assert_eq!(
+        p.bounded.rollup_buckets(),
+        p.full.rollup_buckets() - early,
+        "and left memory"
+    );
+    p.assert_same();
+    // Restarted, u1 moves on: its share of the stored cohort bucket (2) is taken back.
+    p.restart();
+    p.arrive(&call(3 * DAY + 10, "u1", "qualified"));
+    p.flush();
+    assert_eq!(p.evicted.groups_reloaded, 1);
+    assert!(
+        p.evicted.buckets_read >= 1,
+        "the stored count was read back"
+    );
+    p.assert_same();
+    // Idle again, then u1 and u2 move on: counts read back a second time, u2's for the first.
+    p.arrive(&call(6 * DAY, "u9", "qualified"));
+    p.flush();
+    p.restart();
+    p.arrive(&call(6 * DAY + 10, "u1", "lost"));
+    p.arrive(&call(6 * DAY + 20, "u2", "qualified"));
+    p.flush();
+    assert_eq!(p.evicted.groups_reloaded, 3);
+    p.assert_same();
 }

@@ -6,7 +6,7 @@
 
 mod support;
 
-use leadstream_aggregator::engine::{ClaimRecord, EvictedRow, Lookup, Ownership};
+use leadstream_aggregator::engine::{ClaimRecord, Lookup, Ownership};
 use leadstream_aggregator::Engine;
 use leadstream_schemas::{EventType, NormalizedEvent};
 use proptest::prelude::*;
@@ -44,10 +44,10 @@ struct Cluster {
     restored_from_checkpoints: usize,
     /// `state.idle_after` of the members (only a member owning every partition evicts).
     idle_ms: Option<i64>,
-    /// "aggregator_evicted": the newest row per key.
-    evicted: std::collections::HashMap<String, EvictedRow>,
+    /// `state.rollup_idle_after` of the members (`idle_ms` unless set).
+    rollup_idle_ms: Option<i64>,
+    evicted: support::evicted::EvictedStore,
     groups_evicted: usize,
-    groups_reloaded: usize,
     /// Every copy stored, for the copy checks a single evicting member answers.
     copies: support::FakeStore,
 }
@@ -80,9 +80,9 @@ impl Cluster {
             checkpoints: vec![None; partitions as usize],
             restored_from_checkpoints: 0,
             idle_ms: None,
+            rollup_idle_ms: None,
             evicted: Default::default(),
             groups_evicted: 0,
-            groups_reloaded: 0,
             copies: support::FakeStore::default(),
         };
         c.rebalance(members, 0);
@@ -94,8 +94,25 @@ impl Cluster {
         let mut c = Self::new(partitions, 1);
         c.checkpointing = true;
         c.idle_ms = Some(idle_ms);
-        c.nodes[0].engine.set_idle_after(c.idle_ms);
+        c.configure(0);
         c
+    }
+
+    /// Member `m`'s engine gets the eviction settings.
+    fn configure(&mut self, m: usize) {
+        let mut engine = std::mem::replace(
+            &mut self.nodes[m].engine,
+            Engine::new(default_funnels(), LATENESS_MS),
+        );
+        self.configure_engine(&mut engine);
+        self.nodes[m].engine = engine;
+    }
+
+    fn configure_engine(&self, engine: &mut Engine) {
+        engine.set_idle_after(self.idle_ms);
+        if let Some(ms) = self.rollup_idle_ms {
+            engine.set_rollup_idle_after(ms);
+        }
     }
 
     fn partition(&self, key: &str) -> usize {
@@ -171,7 +188,7 @@ impl Cluster {
     /// An engine for `own` rebuilt from everything stored (as the service rebuilds from history).
     fn rebuild(&mut self, own: &Ownership, parts: &[u32]) -> Engine {
         let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
-        engine.set_idle_after(self.idle_ms);
+        self.configure_engine(&mut engine);
         for f in ["b2c", "sales"] {
             for r in self.model.leads(f) {
                 if own.owns(&r.lead_id) {
@@ -212,7 +229,7 @@ impl Cluster {
             return None;
         }
         let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
-        engine.set_idle_after(self.idle_ms);
+        self.configure_engine(&mut engine);
         let mut since = std::collections::HashMap::new();
         for p in own.owned() {
             let (bytes, version, _) = self.checkpoints[p as usize].as_ref()?;
@@ -225,9 +242,11 @@ impl Cluster {
         engine.need_for_stale(&stale);
         self.reload_into(&mut engine);
         let v = self.next_version();
-        let fixes = engine.settle_stale(stale, v);
+        let mut fixes = engine.settle_stale(stale, v);
+        self.evicted.resolve(&mut engine, &mut fixes);
         self.model.apply(fixes);
-        let out = engine.flush(self.next_version());
+        let mut out = engine.flush(self.next_version());
+        self.evicted.resolve(&mut engine, &mut out);
         self.model.apply(out);
         self.restored_from_checkpoints += 1;
         Some(engine)
@@ -237,10 +256,9 @@ impl Cluster {
     fn checkpoint(&mut self, m: usize) {
         self.flush(m);
         let version = self.version;
-        // Idle groups are stored, then leave memory, before the checkpoint that lacks them.
-        let groups = self.store_idle(m);
-        self.nodes[m].engine.evict(&groups);
-        self.groups_evicted += groups.len();
+        // Idle groups and buckets are stored, then leave memory, before the checkpoint that
+        // lacks them.
+        self.groups_evicted += self.evicted.evict_idle(&mut self.nodes[m].engine, version);
         let node = &self.nodes[m];
         for (p, bytes) in node.engine.checkpoints(CONFIG) {
             let (_, n, s) = node.pos.iter().find(|(q, _, _)| *q == p).copied().unwrap();
@@ -250,28 +268,11 @@ impl Cluster {
         self.nodes[m].engine.checkpoint_written();
     }
 
-    /// "aggregator_evicted" gets member `m`'s idle groups, with the last flush's version.
-    fn store_idle(&mut self, m: usize) -> Vec<leadstream_aggregator::engine::EvictedGroup> {
-        let groups = self.nodes[m].engine.idle_groups();
-        for g in &groups {
-            for k in &g.keys {
-                let row = EvictedRow {
-                    key: k.clone(),
-                    partition: g.partition,
-                    version: self.version,
-                    blob: g.blob.clone(),
-                };
-                self.evicted.insert(k.clone(), row);
-            }
-        }
-        groups
-    }
-
     /// Member `m` flushes and stores its idle groups, then dies before its checkpoint is
     /// written (every member restarts from the checkpoints before).
     fn evict_then_crash(&mut self, m: usize) {
         self.flush(m);
-        self.store_idle(m);
+        self.evicted.store_idle(&self.nodes[m].engine, self.version);
         let members = self.nodes.len();
         self.rebalance(members, 0);
     }
@@ -321,7 +322,8 @@ impl Cluster {
             self.nodes[m].engine.learn(l, &claims, &touches);
         }
         let v = self.next_version();
-        let out = self.nodes[m].engine.flush(v);
+        let mut out = self.nodes[m].engine.flush(v);
+        self.evicted.resolve(&mut self.nodes[m].engine, &mut out);
         self.model.apply(out);
         for key in self.nodes[m].engine.take_notifications() {
             let p = self.partition(&key);
@@ -350,17 +352,7 @@ impl Cluster {
     }
 
     fn reload_into(&mut self, engine: &mut Engine) {
-        loop {
-            let asked = engine.take_reloads();
-            if asked.is_empty() {
-                return;
-            }
-            let rows: Vec<EvictedRow> = asked
-                .iter()
-                .filter_map(|k| self.evicted.get(k).cloned())
-                .collect();
-            self.groups_reloaded += engine.reload(asked, &rows).groups;
-        }
+        self.evicted.reload(engine);
     }
 
     /// Runs every member until nothing is left to consume.
@@ -486,11 +478,16 @@ proptest! {
         events in story(),
         partitions in 1u32..4,
         idle_secs in 20i64..200,
+        rollup_idle_secs in proptest::option::of(1i64..200),
         schedule in proptest::collection::vec((0usize..1, 1usize..6, 0u8..10), 1..60),
         dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
         moved in proptest::collection::vec((any::<proptest::sample::Index>(), -300i64..300, 0u8..2), 0..4),
     ) {
-        let c = Cluster::evicting(partitions, idle_secs * 1000);
+        let mut c = Cluster::evicting(partitions, idle_secs * 1000);
+        if let Some(s) = rollup_idle_secs {
+            c.rollup_idle_ms = Some(s * 1000);
+            c.configure(0);
+        }
         // Copies of some events under other leads and devices, at other times (one winner per
         // id: the earliest), some of them copies of an evicted lead's events.
         let mut events = events;
@@ -541,7 +538,7 @@ fn idle_leads_leave_memory_and_come_back_for_a_new_event() {
         c.arrive(e);
     }
     c.drain();
-    assert_eq!(c.groups_reloaded, 1, "the group came back once");
+    assert_eq!(c.evicted.groups_reloaded, 1, "the group came back once");
     support::assert_same_answers(&c.model, &want);
 }
 
@@ -569,7 +566,7 @@ fn rows_of_an_evicted_lead_written_after_its_checkpoint_are_settled_on_restore()
     c.arrive(&events[4]);
     c.consume(0, usize::MAX);
     c.flush(0);
-    assert_eq!(c.groups_reloaded, 1);
+    assert_eq!(c.evicted.groups_reloaded, 1);
     // Lost before the next checkpoint: the restore finds u1's newer rows.
     c.rebalance(1, 0);
     assert_eq!(c.restored_from_checkpoints, 1);

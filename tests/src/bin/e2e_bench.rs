@@ -229,13 +229,14 @@ async fn main() {
     let (from_checkpoint, rss, mut agg) = restart(&w, &cfg, &file).await;
     let restore = restore_seconds(&cfg.api.listen).await;
     let held = labelled_sum(&cfg.api.listen, "leadstream_aggregator_leads_held").await;
+    let buckets = labelled_sum(&cfg.api.listen, "leadstream_aggregator_rollup_buckets_held").await;
     let restores = labelled_sum(
         &cfg.api.listen,
         "leadstream_aggregator_checkpoint_restores_total",
     )
     .await;
     let rebuilds = labelled_sum(&cfg.api.listen, "leadstream_aggregator_rebuilds_total").await;
-    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state, {:.0} B per lead held now): ready and current in {from_checkpoint:.2} s, of which the last restore {restore:.2} s (the rest is the group handing the partitions over; {restores:.0} restores from checkpoints, {rebuilds:.0} from history); two checkpoints later {held:.0} leads held, RSS {:.0} MB", bytes as f64 / 1e6, bytes as f64 / held.max(1.0), rss as f64 / 1e6);
+    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state, {:.0} B per lead held now): ready and current in {from_checkpoint:.2} s, of which the last restore {restore:.2} s (the rest is the group handing the partitions over; {restores:.0} restores from checkpoints, {rebuilds:.0} from history); two checkpoints later {held:.0} leads and {buckets:.0} rollup buckets held, RSS {:.0} MB", bytes as f64 / 1e6, bytes as f64 / held.max(1.0), rss as f64 / 1e6);
     agg.kill9();
     let evicted = query_u64(
         &clickhouse_url(),
@@ -245,8 +246,8 @@ async fn main() {
     .await
     .unwrap_or(0);
     println!(
-        "keys evicted (idle for state.idle_after = {:?}): {evicted}",
-        cfg.state.idle_after
+        "keys evicted (leads idle for state.idle_after = {:?}, rollup buckets for state.rollup_idle_after = {:?}): {evicted}",
+        cfg.state.idle_after, cfg.state.rollup_idle_after
     );
     for table in ["aggregator_checkpoints", "aggregator_evicted"] {
         let _ = clickhouse(&w.database)
@@ -257,11 +258,14 @@ async fn main() {
     // As every restart did before checkpoints and eviction: all history read, every lead held.
     let mut keep_all = cfg.clone();
     keep_all.state.idle_after = Duration::from_secs(100 * 365 * 86_400);
+    keep_all.state.rollup_idle_after = keep_all.state.idle_after;
     let file = leadstream_tests::process::config_file(&keep_all, "bench-aggregator-keep-all");
     let (from_history, rss_all, mut agg) = restart(&w, &keep_all, &file).await;
     let rebuild = restore_seconds(&cfg.api.listen).await;
     let held_all = labelled_sum(&cfg.api.listen, "leadstream_aggregator_leads_held").await;
-    println!("restart after SIGKILL, checkpoints removed, nothing evicted (rebuild from history): ready and current in {from_history:.2} s, of which the restore {rebuild:.2} s; {held_all:.0} leads held; RSS {:.0} MB; restore from checkpoints / from history: {:.3}; RSS bounded / keeping all: {:.3}", rss_all as f64 / 1e6, restore / rebuild.max(1e-6), rss as f64 / rss_all.max(1) as f64);
+    let buckets_all =
+        labelled_sum(&cfg.api.listen, "leadstream_aggregator_rollup_buckets_held").await;
+    println!("restart after SIGKILL, checkpoints removed, nothing evicted (rebuild from history): ready and current in {from_history:.2} s, of which the restore {rebuild:.2} s; {held_all:.0} leads and {buckets_all:.0} rollup buckets held; RSS {:.0} MB; restore from checkpoints / from history: {:.3}; RSS bounded / keeping all: {:.3}", rss_all as f64 / 1e6, restore / rebuild.max(1e-6), rss as f64 / rss_all.max(1) as f64);
     agg.kill9();
     let rows = query_u64(
         &clickhouse_url(),

@@ -21,14 +21,14 @@ use super::evict::SavedEvicted;
 use super::identity::{device_lead, Device, DEVICE_PREFIX};
 use super::saved::{SavedDevice, SavedLead, SymbolsOut};
 use super::{Engine, Output};
+use crate::rollup::RollupRow;
 use crate::rollup::SavedRollups;
-use crate::rollup::{CohortRollupRow, ReachRollupRow, TransitionRollupRow};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 /// Version of the byte layout; a checkpoint of another one is not read (the caller rebuilds).
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
@@ -78,9 +78,9 @@ pub enum CheckpointError {
         "checkpoints disagree on device {0} (written by different members at different moments)"
     )]
     Disagree(String),
-    /// Holds evicted leads, which only an engine owning every partition reloads (a member of
-    /// several rebuilds from history instead).
-    #[error("checkpoint of partition {0} has evicted leads, which only a single member owning every partition reloads")]
+    /// Holds evicted leads or rollup buckets, which only an engine owning every partition
+    /// reloads (a member of several rebuilds from history instead).
+    #[error("checkpoint of partition {0} has evicted leads or rollup buckets, which only a single member owning every partition reloads")]
     Evicted(u32),
 }
 
@@ -160,7 +160,7 @@ impl Engine {
         if !self.own.owned().any(|p| p == partition) {
             return Err(CheckpointError::NotOwned(partition));
         }
-        if !s.evicted.is_empty() && !self.own.owns_all() {
+        if (!s.evicted.is_empty() || s.rollups.evicted()) && !self.own.owns_all() {
             return Err(CheckpointError::Evicted(partition));
         }
         let map = self.symbols_in(&s.symbols);
@@ -184,7 +184,7 @@ impl Engine {
         self.leads.extend(leads);
         self.newest[partition as usize] = s.newest;
         let symbol = |i: u16| map.get(i as usize).copied().unwrap_or(0);
-        self.rollups.import(s.rollups, symbol);
+        self.rollups.import(partition as u16, s.rollups, symbol);
         self.evicted.load(partition, s.evicted);
         Ok(partition)
     }
@@ -208,64 +208,77 @@ impl Engine {
 
 impl Engine {
     /// Makes the rows of `stale` what this restored engine holds: its leads are rewritten by the
-    /// next flush (see [`Self::seed_stale`]) and its buckets come back with `version` (the
-    /// restored count, or a tombstone where the restored engine has none). Write the returned
-    /// rows before that flush, with a `version` older than the flush's.
+    /// next flush (see [`Self::seed_stale`]) and its buckets come back with `version`: the
+    /// restored count, the stored count where the bucket may be stored (in the returned
+    /// output's `unresolved`: [`Self::resolve`] it), else a tombstone. Write the returned rows
+    /// before that flush, with a `version` older than the flush's.
     pub fn settle_stale(&mut self, stale: Stale, version: u64) -> Output {
         for (funnel, lead, transitions) in &stale.leads {
             self.seed_stale(funnel, lead, *transitions);
         }
         let held = self.all_rollup_rows(version);
-        Output {
+        let stored = |(p, m): (u16, i32)| self.rollups.may_be_stored(p, m);
+        let mut read = Output::default();
+        let out = Output {
             cohort_rollup: settled(
                 stale.rollups.cohort_rollup,
                 held.cohort_rollup,
-                |r| r.bucket(),
-                |r: &mut CohortRollupRow| (r.leads, r.is_deleted, r.version) = (0, 1, version),
+                version,
+                stored,
+                &mut read.cohort_rollup,
             ),
             reach_rollup: settled(
                 stale.rollups.reach_rollup,
                 held.reach_rollup,
-                |r| r.bucket(),
-                |r: &mut ReachRollupRow| (r.leads, r.is_deleted, r.version) = (0, 1, version),
+                version,
+                stored,
+                &mut read.reach_rollup,
             ),
             transition_rollup: settled(
                 stale.rollups.transition_rollup,
                 held.transition_rollup,
-                |r| r.bucket(),
-                |r: &mut TransitionRollupRow| {
-                    (r.transitions, r.is_deleted, r.version) = (0, 1, version)
-                },
+                version,
+                stored,
+                &mut read.transition_rollup,
             ),
             ..Output::default()
-        }
+        };
+        let mut out = out;
+        out.unresolved.add_stale(read);
+        out
     }
 }
 
-/// One row per bucket of `stale`: the held one, else the stale one made a tombstone.
-fn settled<R, K: std::hash::Hash + Eq>(
+/// One row per bucket of `stale`: the held one, else (the stale one with `version` and no
+/// count) into `read` where the bucket may be stored, else a tombstone.
+fn settled<R: RollupRow>(
     stale: Vec<R>,
     held: Vec<R>,
-    bucket: impl Fn(&R) -> K,
-    tombstone: impl Fn(&mut R),
+    version: u64,
+    may_be_stored: impl Fn((u16, i32)) -> bool,
+    read: &mut Vec<R>,
 ) -> Vec<R> {
-    let mut held: HashMap<K, R> = held.into_iter().map(|r| (bucket(&r), r)).collect();
-    let mut out: HashMap<K, R> = HashMap::default();
+    let mut held: HashMap<String, R> = held.into_iter().map(|r| (r.store_key(), r)).collect();
+    let mut seen: HashSet<String> = HashSet::default();
+    let mut out = Vec::new();
     for mut r in stale {
-        let k = bucket(&r);
-        if out.contains_key(&k) {
+        let k = r.store_key();
+        if !seen.insert(k.clone()) {
             continue;
         }
-        let row = match held.remove(&k) {
-            Some(h) => h,
+        match held.remove(&k) {
+            Some(h) => out.push(h),
             None => {
-                tombstone(&mut r);
-                r
+                r.set_count(0);
+                r.set_version(version);
+                match may_be_stored(r.at()) {
+                    true => read.push(r),
+                    false => out.push(r),
+                }
             }
-        };
-        out.insert(k, row);
+        }
     }
-    out.into_values().collect()
+    out
 }
 
 /// Whether two checkpoints hold a device the same way (their symbols already mapped).

@@ -10,7 +10,8 @@
 //! [`super::Ingested::Parked`]) or asked for ([`Engine::need_lead`], [`Engine::need_device`])
 //! until the caller reloads it (`take_reloads`, then [`Engine::reload`]). Loaded back, the group
 //! is the state it published, so the ledger's snapshot before its next change is right, and its
-//! rollup share (never evicted) is taken back exactly. A reload brings every event back, so an
+//! rollup share is taken back exactly (from buckets read back first if they left memory too:
+//! `evict_buckets`). A reload brings every event back, so an
 //! event later than the allowed lateness for an evicted lead is applied on its full history.
 //!
 //! Which keys were evicted is kept per partition in a Bloom filter (saved in the checkpoint),
@@ -104,6 +105,8 @@ struct Parked {
 pub(super) struct Evicted {
     /// `state.idle_after` in ms; `None`: nothing is evicted.
     idle_ms: Option<i64>,
+    /// `state.rollup_idle_after` in ms (`idle_ms` unless set).
+    rollup_idle_ms: Option<i64>,
     /// Per partition: the versions whose rows describe this state (inclusive ranges): from
     /// the first flush after a rebuild on, less what dead processes wrote after the checkpoint
     /// a restore came from. Empty: no row counts yet.
@@ -190,7 +193,7 @@ impl Evicted {
         self.flushed_at = version;
     }
 
-    fn counts(&self, partition: u32, version: u64) -> bool {
+    pub(super) fn counts(&self, partition: u32, version: u64) -> bool {
         self.valid
             .get(partition as usize)
             .is_some_and(|v| v.iter().any(|&(lo, hi)| (lo..=hi).contains(&version)))
@@ -198,6 +201,11 @@ impl Evicted {
 
     pub(super) fn parked(&self) -> usize {
         self.parked.len()
+    }
+
+    /// `state.rollup_idle_after` in ms, when anything is evicted.
+    pub(super) fn rollup_idle_ms(&self) -> Option<i64> {
+        self.idle_ms.and(self.rollup_idle_ms.or(self.idle_ms))
     }
 
     fn filter(&mut self, partition: u32) -> &mut GrowableBloom {
@@ -215,6 +223,12 @@ impl Engine {
     /// Lets leads idle for `ms` of event time leave memory (only with every partition owned).
     pub fn set_idle_after(&mut self, ms: Option<i64>) {
         self.evicted.idle_ms = ms.filter(|_| self.own.owns_all()).map(|m| m.max(1));
+    }
+
+    /// Lets rollup buckets of minutes `ms` older than their partition's newest event leave
+    /// memory (only where leads are evicted; the lead setting unless this is called).
+    pub fn set_rollup_idle_after(&mut self, ms: i64) {
+        self.evicted.rollup_idle_ms = Some(ms.max(1));
     }
 
     fn lead_out(&self, key: &str) -> Option<String> {
@@ -508,6 +522,7 @@ impl Engine {
     /// it may leave again.
     pub fn checkpoint_written(&mut self) {
         self.evicted.recent.clear();
+        self.rollups.checkpoint_written();
     }
 
     /// Events parked for a reload.

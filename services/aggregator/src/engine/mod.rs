@@ -10,7 +10,9 @@
 //! One job per module: `compact` how an event is held, `identity` leads, devices and the
 //! claims that stitch them, `stitch` what other members consumed, `winner` one copy per event
 //! id, `ledger` what a lead published before its inputs changed, `attribution`, `render`
-//! the rows, `memory` the footprint. This file is the facade: `ingest` and `flush`.
+//! the rows, `memory` the footprint, `evict` and `evict_buckets` idle leads and rollup buckets
+//! leaving memory, `checkpoint` and `saved` the state as bytes. This file is the facade:
+//! `ingest` and `flush`.
 
 use self::attribution::attribute;
 use self::compact::{parse_id, CompactEvent, Masks, Role, Symbols};
@@ -34,6 +36,7 @@ mod attribution;
 mod checkpoint;
 mod compact;
 mod evict;
+mod evict_buckets;
 mod identity;
 mod ledger;
 mod memory;
@@ -45,6 +48,7 @@ mod winner;
 
 pub use checkpoint::{CheckpointError, Stale, FORMAT as CHECKPOINT_FORMAT};
 pub use evict::{EvictedGroup, EvictedRow, Reloaded};
+pub use evict_buckets::{count_bytes, BucketEviction, EvictedBucket, Unresolved};
 pub use identity::device_lead;
 pub use memory::Footprint;
 pub use ownership::Ownership;
@@ -93,6 +97,9 @@ pub struct Output {
     pub transition_rollup: Vec<TransitionRollupRow>,
     /// `lead_events_by_minute` rows hiding losing copies.
     pub minute_tombstones: Vec<MinuteTombstoneRow>,
+    /// Rollup rows of buckets that may be stored: written once [`Engine::resolve`] completed
+    /// them.
+    pub unresolved: Unresolved,
 }
 
 /// The aggregator's state machine over all leads.

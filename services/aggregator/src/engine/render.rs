@@ -14,8 +14,9 @@ use smol_str::SmolStr;
 impl Engine {
     /// Rows for the rollup buckets that changed since the last flush.
     pub(super) fn rollup_rows(&mut self, out: &mut Output, version: u64) {
-        let changed = self.rollups.take_changed();
-        self.render_rollups(changed, out, version);
+        let (known, unknown) = self.rollups.take_changed();
+        self.render_rollups(known, out, version);
+        out.unresolved = self.unresolved_rows(unknown, version);
     }
 
     /// Rows for every rollup bucket held, with `version` (nothing is marked written).
@@ -25,7 +26,7 @@ impl Engine {
         out
     }
 
-    fn render_rollups(&self, changed: Changed, out: &mut Output, version: u64) {
+    pub(super) fn render_rollups(&self, changed: Changed, out: &mut Output, version: u64) {
         let sym = &self.symbols;
         let funnels = &self.funnels.funnels;
         let attr = |(f, l, v): Attribution| {

@@ -179,9 +179,9 @@ pub fn empty_engine(
     let mut engine = Engine::with_ownership(funnels, lateness_ms, own);
     engine.set_touch_cap(state.max_touches_per_device);
     engine.set_lookback(i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX));
-    engine.set_idle_after(Some(
-        i64::try_from(state.idle_after.as_millis()).unwrap_or(i64::MAX),
-    ));
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    engine.set_idle_after(Some(ms(state.idle_after)));
+    engine.set_rollup_idle_after(ms(state.rollup_idle_after));
     engine
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod evicted;
 
 use leadstream_aggregator::rollup::{
     CohortBucket, CohortRollupRow, ReachBucket, ReachRollupRow, TransitionBucket,
@@ -85,6 +86,10 @@ fn replace<K: std::hash::Hash + Eq, R>(
 impl ReadModel {
     /// Applies one flush's rows.
     pub fn apply(&mut self, out: Output) {
+        assert!(
+            out.unresolved.is_empty(),
+            "rows of buckets that may be stored are resolved before they are written"
+        );
         for r in out.cohort_rollup {
             replace(&mut self.cohort, r.bucket(), r, |r| r.version);
         }

@@ -14,7 +14,14 @@ use crate::funnel::Target;
 use crate::machine::{Kind, Path, Reason};
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use smol_str::SmolStr;
+use table::{Bucket, Table};
+
+mod evict;
+mod rows;
+pub mod table;
+
+pub use evict::{Held, IdleBuckets};
+pub use rows::*;
 
 /// Bucket width.
 pub const MINUTE_MS: i64 = 60_000;
@@ -161,29 +168,18 @@ pub fn write_contribution((first, last, variant): Attribution, path: &Path, w: &
 
 const HEADER: usize = 4;
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Cell {
-    count: i64,
-    /// Changed since the last [`Rollups::take_changed`].
-    dirty: bool,
-}
-
 /// Every bucket of the owned partitions.
 #[derive(Debug, Default)]
 pub struct Rollups {
-    cohort: HashMap<CohortKey, Cell>,
-    reach: HashMap<ReachKey, Cell>,
-    transitions: HashMap<TransitionKey, Cell>,
+    cohort: Table<CohortKey>,
+    reach: Table<ReachKey>,
+    transitions: Table<TransitionKey>,
+    /// Per partition: buckets of earlier minutes may be stored (`evict`); none: all are held.
+    horizons: HashMap<u16, i32>,
 }
 
-fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Cell>, key: K, by: i64) {
-    let c = map.entry(key).or_default();
-    c.count += by;
-    c.dirty = true;
-}
-
-/// Buckets whose count changed, with their new count (0: the bucket is gone).
-#[derive(Debug, Default)]
+/// Buckets with a count: changed ones, ones to store, or all.
+#[derive(Debug, Default, Clone)]
 pub struct Changed {
     /// Cohort buckets.
     pub cohort: Vec<(CohortKey, i64)>,
@@ -193,16 +189,11 @@ pub struct Changed {
     pub transitions: Vec<(TransitionKey, i64)>,
 }
 
-fn drain_dirty<K: Copy + std::hash::Hash + Eq>(map: &mut HashMap<K, Cell>) -> Vec<(K, i64)> {
-    let mut out = Vec::new();
-    map.retain(|k, c| {
-        if c.dirty {
-            out.push((*k, c.count));
-            c.dirty = false;
-        }
-        c.count != 0
-    });
-    out
+impl Changed {
+    /// Whether there is no bucket.
+    pub fn is_empty(&self) -> bool {
+        self.cohort.is_empty() && self.reach.is_empty() && self.transitions.is_empty()
+    }
 }
 
 /// The buckets of one partition as a checkpoint holds them (symbols as the writer interned them).
@@ -211,16 +202,14 @@ pub struct SavedRollups {
     cohort: Vec<(CohortKey, i64)>,
     reach: Vec<(ReachKey, i64)>,
     transitions: Vec<(TransitionKey, i64)>,
+    /// Buckets of earlier minutes may be stored.
+    horizon: Option<i32>,
 }
 
-fn export<K: Copy>(
-    map: &HashMap<K, Cell>,
-    partition: impl Fn(&K) -> u16,
-    out: &mut HashMap<u16, SavedRollups>,
-    list: impl Fn(&mut SavedRollups) -> &mut Vec<(K, i64)>,
-) {
-    for (k, c) in map {
-        list(out.entry(partition(k)).or_default()).push((*k, c.count));
+impl SavedRollups {
+    /// Whether buckets of the partition were stored.
+    pub fn evicted(&self) -> bool {
+        self.horizon.is_some()
     }
 }
 
@@ -233,6 +222,22 @@ impl Scope {
         }
     }
 }
+
+macro_rules! bucket {
+    ($key:ty) => {
+        impl Bucket for $key {
+            fn partition(&self) -> u16 {
+                self.scope.partition
+            }
+            fn minute(&self) -> i32 {
+                self.minute
+            }
+        }
+    };
+}
+bucket!(CohortKey);
+bucket!(ReachKey);
+bucket!(TransitionKey);
 
 impl Rollups {
     /// Adds (`sign` 1) or takes back (`sign` -1) a lead's contribution to funnel `funnel`;
@@ -247,8 +252,7 @@ impl Rollups {
             attribution: (w[1] as u16, (w[1] >> 16) as u16, w[2] as u16),
         };
         let (reaches, steps) = ((w[3] >> 9 & 0x7f) as usize, (w[3] >> 16) as usize);
-        add(
-            &mut self.cohort,
+        self.cohort.add(
             CohortKey {
                 scope,
                 minute: w[0] as i32,
@@ -258,21 +262,21 @@ impl Rollups {
                 lost: (w[3] >> 8) & 1 == 1,
             },
             sign,
+            &self.horizons,
         );
         for (stage, minute) in w[HEADER..HEADER + reaches].iter().enumerate() {
-            add(
-                &mut self.reach,
+            self.reach.add(
                 ReachKey {
                     scope,
                     minute: *minute as i32,
                     stage: stage as u8,
                 },
                 sign,
+                &self.horizons,
             );
         }
         for s in w[HEADER + reaches..HEADER + reaches + 3 * steps].chunks_exact(3) {
-            add(
-                &mut self.transitions,
+            self.transitions.add(
                 TransitionKey {
                     scope,
                     minute: s[0] as i32,
@@ -282,58 +286,72 @@ impl Rollups {
                     reason: s[1],
                 },
                 sign,
+                &self.horizons,
             );
         }
     }
 
     /// The buckets changed since the last call (a change that cancelled out is included once
-    /// more; writing an unchanged count is harmless).
-    pub fn take_changed(&mut self) -> Changed {
-        Changed {
-            cohort: drain_dirty(&mut self.cohort),
-            reach: drain_dirty(&mut self.reach),
-            transitions: drain_dirty(&mut self.transitions),
-        }
+    /// more; writing an unchanged count is harmless): `(known, unknown)`, the unknown ones with
+    /// the change to add to their stored count (see `evict`).
+    pub fn take_changed(&mut self) -> (Changed, Changed) {
+        let (cohort, cohort_unknown) = self.cohort.drain_changed(&self.horizons);
+        let (reach, reach_unknown) = self.reach.drain_changed(&self.horizons);
+        let (transitions, transitions_unknown) = self.transitions.drain_changed(&self.horizons);
+        (
+            Changed {
+                cohort,
+                reach,
+                transitions,
+            },
+            Changed {
+                cohort: cohort_unknown,
+                reach: reach_unknown,
+                transitions: transitions_unknown,
+            },
+        )
     }
 
-    /// Every bucket, by partition (for checkpoints).
+    /// Every bucket held, by partition (for checkpoints; nothing is unknown right after a
+    /// flush was resolved).
     pub fn export(&self) -> HashMap<u16, SavedRollups> {
-        let mut out = HashMap::default();
-        export(
-            &self.cohort,
-            |k| k.scope.partition,
-            &mut out,
-            |s| &mut s.cohort,
-        );
-        export(
-            &self.reach,
-            |k| k.scope.partition,
-            &mut out,
-            |s| &mut s.reach,
-        );
-        export(
-            &self.transitions,
-            |k| k.scope.partition,
-            &mut out,
-            |s| &mut s.transitions,
-        );
+        debug_assert!(!self.any_unknown(), "a checkpoint follows a resolved flush");
+        let mut out: HashMap<u16, SavedRollups> = HashMap::default();
+        for (k, n) in self.cohort.iter() {
+            out.entry(k.scope.partition)
+                .or_default()
+                .cohort
+                .push((k, n));
+        }
+        for (k, n) in self.reach.iter() {
+            out.entry(k.scope.partition).or_default().reach.push((k, n));
+        }
+        for (k, n) in self.transitions.iter() {
+            out.entry(k.scope.partition)
+                .or_default()
+                .transitions
+                .push((k, n));
+        }
+        for (p, h) in &self.horizons {
+            out.entry(*p).or_default().horizon = Some(*h);
+        }
         out
     }
 
-    /// Adds a checkpoint's buckets, their symbols mapped to this engine's by `symbol`; they
-    /// count as written (not changed).
-    pub fn import(&mut self, saved: SavedRollups, symbol: impl Fn(u16) -> u16) {
-        let cell = |count| Cell {
-            count,
-            dirty: false,
+    /// Adds a checkpoint's buckets of `partition`, their symbols mapped to this engine's by
+    /// `symbol`; they count as written (not changed).
+    pub fn import(&mut self, partition: u16, saved: SavedRollups, symbol: impl Fn(u16) -> u16) {
+        match saved.horizon {
+            Some(h) => self.horizons.insert(partition, h),
+            None => self.horizons.remove(&partition),
         };
         for (k, n) in saved.cohort {
             let scope = k.scope.remapped(&symbol);
-            self.cohort.insert(CohortKey { scope, ..k }, cell(n));
+            self.cohort.insert(CohortKey { scope, ..k }, n);
         }
         for (k, n) in saved.reach {
             let scope = k.scope.remapped(&symbol);
-            self.reach.insert(ReachKey { scope, ..k }, cell(n));
+            self.reach.insert(ReachKey { scope, ..k }, n);
         }
         for (k, n) in saved.transitions {
             let scope = k.scope.remapped(&symbol);
@@ -344,19 +362,16 @@ impl Rollups {
                 _ => k.reason,
             };
             self.transitions
-                .insert(TransitionKey { scope, reason, ..k }, cell(n));
+                .insert(TransitionKey { scope, reason, ..k }, n);
         }
     }
 
-    /// Every bucket with its count (what a restore compares stale rows with).
+    /// Every bucket held with its count (what a restore compares stale rows with).
     pub fn all(&self) -> Changed {
-        fn of<K: Copy>(map: &HashMap<K, Cell>) -> Vec<(K, i64)> {
-            map.iter().map(|(k, c)| (*k, c.count)).collect()
-        }
         Changed {
-            cohort: of(&self.cohort),
-            reach: of(&self.reach),
-            transitions: of(&self.transitions),
+            cohort: self.cohort.iter().collect(),
+            reach: self.reach.iter().collect(),
+            transitions: self.transitions.iter().collect(),
         }
     }
 
@@ -367,197 +382,11 @@ impl Rollups {
 
     /// Bytes the bucket tables hold (slots of their capacity; what a benchmark reports).
     pub fn table_bytes(&self) -> usize {
-        fn of<K>(map: &HashMap<K, Cell>) -> usize {
-            map.capacity() * (std::mem::size_of::<(K, Cell)>() + 1)
-        }
-        of(&self.cohort) + of(&self.reach) + of(&self.transitions)
+        self.cohort.bytes() + self.reach.bytes() + self.transitions.bytes()
     }
 
     /// Whether no bucket is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// One row of `funnel_cohort_minute`.
-#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, serde::Deserialize)]
-pub struct CohortRollupRow {
-    /// Funnel name.
-    pub funnel: SmolStr,
-    /// Start minute, epoch seconds.
-    pub minute: u32,
-    /// Partition of the leads' keys.
-    pub partition: u16,
-    /// First-touch channel.
-    pub first_touch: SmolStr,
-    /// Last-touch channel.
-    pub last_touch: SmolStr,
-    /// Variant.
-    pub variant: SmolStr,
-    /// Furthest main stage index.
-    pub furthest_index: i8,
-    /// Current main stage index (-1 for none).
-    pub current_index: i8,
-    /// Current stage (special while in one).
-    pub current_stage: SmolStr,
-    /// Lost.
-    pub lost: u8,
-    /// Leads.
-    pub leads: i64,
-    /// Row version.
-    pub version: u64,
-    /// 1: the bucket is empty now.
-    pub is_deleted: u8,
-}
-
-/// One row of `funnel_reach_minute`.
-#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, serde::Deserialize)]
-pub struct ReachRollupRow {
-    /// Funnel name.
-    pub funnel: SmolStr,
-    /// Minute of the first reach, epoch seconds.
-    pub minute: u32,
-    /// Partition of the leads' keys.
-    pub partition: u16,
-    /// First-touch channel.
-    pub first_touch: SmolStr,
-    /// Last-touch channel.
-    pub last_touch: SmolStr,
-    /// Variant.
-    pub variant: SmolStr,
-    /// Main stage index.
-    pub stage_index: u8,
-    /// Main stage name.
-    pub stage: SmolStr,
-    /// Leads that first reached the stage in this minute.
-    pub leads: i64,
-    /// Row version.
-    pub version: u64,
-    /// 1: the bucket is empty now.
-    pub is_deleted: u8,
-}
-
-/// One row of `funnel_transition_minute`.
-#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, serde::Deserialize)]
-pub struct TransitionRollupRow {
-    /// Funnel name.
-    pub funnel: SmolStr,
-    /// Minute of the transitions, epoch seconds.
-    pub minute: u32,
-    /// Partition of the leads' keys.
-    pub partition: u16,
-    /// First-touch channel.
-    pub first_touch: SmolStr,
-    /// Last-touch channel.
-    pub last_touch: SmolStr,
-    /// Variant.
-    pub variant: SmolStr,
-    /// Kind.
-    pub kind: SmolStr,
-    /// Stage left (empty when entering).
-    pub from_stage: SmolStr,
-    /// Stage entered (`lost` for a loss).
-    pub to_stage: SmolStr,
-    /// Reason.
-    pub reason: SmolStr,
-    /// Transitions.
-    pub transitions: i64,
-    /// Row version.
-    pub version: u64,
-    /// 1: the bucket is empty now.
-    pub is_deleted: u8,
-}
-
-/// Where a rollup row's bucket lives: funnel, minute, partition and attribution.
-pub type BucketScope = (SmolStr, u32, u16, SmolStr, SmolStr, SmolStr);
-/// A cohort bucket: scope, furthest and current index, current stage, lost.
-pub type CohortBucket = (BucketScope, (i8, i8, SmolStr, u8));
-/// A reach bucket: scope and stage index.
-pub type ReachBucket = (BucketScope, u8);
-/// A transition bucket: scope, kind, from and to stage, reason.
-pub type TransitionBucket = (BucketScope, (SmolStr, SmolStr, SmolStr, SmolStr));
-
-impl CohortRollupRow {
-    /// The bucket this row counts (the table's sorting key): rows with equal buckets replace
-    /// each other.
-    pub fn bucket(&self) -> CohortBucket {
-        (
-            scope(
-                &self.funnel,
-                self.minute,
-                self.partition,
-                &self.first_touch,
-                &self.last_touch,
-                &self.variant,
-            ),
-            (
-                self.furthest_index,
-                self.current_index,
-                self.current_stage.clone(),
-                self.lost,
-            ),
-        )
-    }
-}
-
-impl ReachRollupRow {
-    /// The bucket this row counts (the table's sorting key).
-    pub fn bucket(&self) -> ReachBucket {
-        (
-            scope(
-                &self.funnel,
-                self.minute,
-                self.partition,
-                &self.first_touch,
-                &self.last_touch,
-                &self.variant,
-            ),
-            self.stage_index,
-        )
-    }
-}
-
-impl TransitionRollupRow {
-    /// The bucket this row counts (the table's sorting key).
-    pub fn bucket(&self) -> TransitionBucket {
-        (
-            scope(
-                &self.funnel,
-                self.minute,
-                self.partition,
-                &self.first_touch,
-                &self.last_touch,
-                &self.variant,
-            ),
-            (
-                self.kind.clone(),
-                self.from_stage.clone(),
-                self.to_stage.clone(),
-                self.reason.clone(),
-            ),
-        )
-    }
-}
-
-fn scope(
-    funnel: &SmolStr,
-    minute: u32,
-    partition: u16,
-    first: &SmolStr,
-    last: &SmolStr,
-    variant: &SmolStr,
-) -> BucketScope {
-    (
-        funnel.clone(),
-        minute,
-        partition,
-        first.clone(),
-        last.clone(),
-        variant.clone(),
-    )
-}
-
-/// Epoch seconds of a minute bucket (clamped to `DateTime`'s range).
-pub fn minute_seconds(m: i32) -> u32 {
-    (i64::from(m) * 60).clamp(0, i64::from(u32::MAX)) as u32
 }
