@@ -219,7 +219,7 @@ impl Engine {
         let held = self.all_rollup_rows(version);
         let stored = |(p, m): (u16, i32)| self.rollups.may_be_stored(p, m);
         let mut read = Output::default();
-        let out = Output {
+        let mut out = Output {
             cohort_rollup: settled(
                 stale.rollups.cohort_rollup,
                 held.cohort_rollup,
@@ -243,7 +243,6 @@ impl Engine {
             ),
             ..Output::default()
         };
-        let mut out = out;
         out.unresolved.add_stale(read);
         out
     }

@@ -189,13 +189,6 @@ pub struct Changed {
     pub transitions: Vec<(TransitionKey, i64)>,
 }
 
-impl Changed {
-    /// Whether there is no bucket.
-    pub fn is_empty(&self) -> bool {
-        self.cohort.is_empty() && self.reach.is_empty() && self.transitions.is_empty()
-    }
-}
-
 /// The buckets of one partition as a checkpoint holds them (symbols as the writer interned them).
 #[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct SavedRollups {
