@@ -75,6 +75,24 @@ pub fn checkpoints_unusable(why: &str) {
     );
 }
 
+/// The checkpoints hold evicted state that only a member owning every partition loads, and
+/// this one owns some: it waits for the group to hand it the rest before reading history.
+pub fn history_read_deferred(partitions: Vec<u32>, wait: Duration) {
+    tracing::info!(
+        ?partitions,
+        wait_ms = wait.as_millis() as u64,
+        "owning only some partitions, whose checkpoints hold evicted state; waiting for the rest of the assignment before rebuilding from history"
+    );
+    metrics::counter!("leadstream_aggregator_history_reads_deferred_total").increment(1);
+}
+
+/// A rebuild from the history in ClickHouse starts (counted even when it is superseded or
+/// stopped before it finishes, unlike `leadstream_aggregator_rebuilds_total`).
+pub fn history_read_started(partitions: Vec<u32>) {
+    tracing::info!(?partitions, "reading the owned partitions' history from clickhouse");
+    metrics::counter!("leadstream_aggregator_history_reads_total").increment(1);
+}
+
 /// The owned partitions' state was checkpointed.
 pub fn checkpointed(partitions: usize, bytes: usize, encoded: Duration, elapsed: Duration) {
     tracing::debug!(

@@ -29,6 +29,11 @@ pub(crate) enum Rebuild {
 /// partitions (and whether to pause them).
 const POLLING_CHECK: Duration = Duration::from_millis(500);
 
+/// How long a member handed only some partitions waits for the rest before it reads history
+/// for them, in sessions: the killed member's partitions come back once its session expired
+/// (at most one session after the kill) and the group rebalanced.
+const ASSIGNMENT_WAIT_SESSIONS: u32 = 2;
+
 /// Who this member is in `aggregator_epochs` (for people reading it).
 fn member_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "aggregator".into());
@@ -36,6 +41,11 @@ fn member_name() -> String {
 }
 
 impl Service<'_> {
+    fn assignment_wait(&self) -> Duration {
+        Duration::from_millis(self.cfg.kafka.connection().session_timeout_ms())
+            * ASSIGNMENT_WAIT_SESSIONS
+    }
+
     /// [`Self::rebuild`] with the consumer still polled (see [`Self::polling`]), partitions
     /// paused from the start; `Superseded` when they changed hands meanwhile.
     pub(crate) async fn restore(
@@ -183,8 +193,23 @@ impl Service<'_> {
                 events::restore_finished(true, started.elapsed());
                 return Ok(Rebuild::Done(Box::new(engine), versions));
             }
-            Err(why) => events::checkpoints_unusable(&why),
+            Err(why) => {
+                events::checkpoints_unusable(&why.to_string());
+                // Reading all history for some partitions, only to be handed the rest (and
+                // then load the checkpoints after all), costs minutes and leaves the memory of
+                // that history with the process. Wait for the group to settle first: a change
+                // of assignment drops this wait (`polling`); when none comes, this member
+                // shares the partitions and rebuilds from history, as it must.
+                if why.until_all_owned() {
+                    let wait = self.assignment_wait();
+                    events::history_read_deferred(own.owned().collect(), wait);
+                    if self.retry.pause(wait).await.is_err() {
+                        return Ok(Rebuild::Stopped);
+                    }
+                }
+            }
         }
+        events::history_read_started(own.owned().collect());
         // Each attempt builds a fresh engine, so a half-read attempt leaves nothing behind.
         let rebuilt = self
             .retried("rebuild", Dependency::ClickHouse, || async {

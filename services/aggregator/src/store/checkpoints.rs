@@ -3,7 +3,7 @@
 //! with the rows written after it (see [`Stale`]).
 
 use super::written_since;
-use crate::engine::{Engine, Ownership, Stale, CHECKPOINT_FORMAT};
+use crate::engine::{CheckpointError, Engine, Ownership, Stale, CHECKPOINT_FORMAT};
 use clickhouse::Client;
 use leadstream_runtime::clickhouse::{Sink, SinkError};
 use rustc_hash::FxHashMap as HashMap;
@@ -175,23 +175,43 @@ pub struct Restored {
     pub bytes: u64,
 }
 
+/// Why the checkpoints were not used.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    /// A partition has none whose chunks are all there.
+    #[error("a partition has no complete checkpoint")]
+    Missing,
+    /// One was read and refused.
+    #[error(transparent)]
+    Refused(#[from] CheckpointError),
+}
+
+impl Unusable {
+    /// Refused only because this member owns some partitions, not all: a restarted single
+    /// instance is often handed its partitions in steps (the killed member's session has to
+    /// expire first), and owning all of them it would load these checkpoints.
+    pub fn until_all_owned(&self) -> bool {
+        matches!(self, Self::Refused(CheckpointError::Evicted(_)))
+    }
+}
+
 /// An engine for `own` from the newest checkpoints of its partitions: `Ok(Err(why))` when one
 /// is missing or cannot be used (the caller rebuilds from history).
 pub async fn restore(
     client: &Client,
     mut engine: Engine,
     config: u64,
-) -> Result<Result<Restored, String>, clickhouse::error::Error> {
+) -> Result<Result<Restored, Unusable>, clickhouse::error::Error> {
     let own = engine.ownership().clone();
     let partitions: Vec<u32> = own.owned().collect();
     let Some(found) = newest(client, &partitions).await? else {
-        return Ok(Err("a partition has no complete checkpoint".into()));
+        return Ok(Err(Unusable::Missing));
     };
     let mut since = HashMap::default();
     let mut bytes = 0;
     for (p, version, data) in &found {
         if let Err(e) = engine.load_checkpoint(data, config) {
-            return Ok(Err(e.to_string()));
+            return Ok(Err(e.into()));
         }
         since.insert(*p, *version);
         bytes += data.len() as u64;
