@@ -108,6 +108,17 @@ impl Copies {
         maybe
     }
 
+    /// Forgets every id recorded: for an engine that then records the ids it holds again,
+    /// when most recorded ids left it (idle eviction keeps those in a filter of its own).
+    pub fn forget_ids(&mut self) {
+        self.seen = GrowableBloom::new(0.01, 100_000);
+    }
+
+    /// Ids recorded since the last [`Self::forget_ids`] (repeats included).
+    pub fn ids_recorded(&self) -> usize {
+        self.seen.len()
+    }
+
     /// Whether every event is checked (several members).
     pub fn checks_all(&self) -> bool {
         self.check_all

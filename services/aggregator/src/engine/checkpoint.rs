@@ -192,16 +192,43 @@ impl Engine {
     /// Finishes a restore: what is counted or filtered along the way is derived from the state.
     pub fn restored(&mut self) {
         self.bare_device_leads = self.count_bare_device_leads();
-        if !self.copies.checks_all() {
-            let ids = self
-                .leads
-                .values()
-                .flat_map(|l| l.events.iter())
-                .chain(self.devices.values().flat_map(|d| d.touches.iter()))
-                .map(|e| e.id);
-            for id in ids {
-                self.copies.holds(id);
-            }
+        self.record_held_ids();
+    }
+
+    /// Records the ids of the events held as the copies' filter's only ones (with one member;
+    /// with several, every event is checked and the filter is not used).
+    fn record_held_ids(&mut self) {
+        if self.copies.checks_all() {
+            return;
+        }
+        self.copies.forget_ids();
+        let ids = self
+            .leads
+            .values()
+            .flat_map(|l| l.events.iter())
+            .chain(self.devices.values().flat_map(|d| d.touches.iter()))
+            .map(|e| e.id);
+        for id in ids {
+            self.copies.holds(id);
+        }
+    }
+
+    /// After evictions: when most ids the copies' filter recorded left memory, records only the
+    /// held ones again, so the filter stays the size of the state and not of the history. The
+    /// evicted ids stay flagged by the eviction filters (`evict`), which the copy check also
+    /// asks.
+    pub(super) fn forget_evicted_ids(&mut self) {
+        if self.copies.checks_all() {
+            return;
+        }
+        let held: usize = self
+            .leads
+            .values()
+            .map(|l| l.events.len())
+            .chain(self.devices.values().map(|d| d.touches.len()))
+            .sum();
+        if self.copies.ids_recorded() > 2 * held + 100_000 {
+            self.record_held_ids();
         }
     }
 }

@@ -516,6 +516,9 @@ impl Engine {
                 self.evicted.filter(partition).insert(k.as_str());
             }
         }
+        if !groups.is_empty() {
+            self.forget_evicted_ids();
+        }
     }
 
     /// The checkpoint taken after the last [`Self::evict`] was written: groups put back before
