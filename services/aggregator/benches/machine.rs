@@ -4,6 +4,16 @@
 //! `cargo bench -p leadstream-aggregator --bench machine [-- LEADS]` (default 50000 leads). The
 //! memory figure includes the flush's working buffers (about 1 MiB, not growing with leads), so
 //! a larger LEADS shows the state per lead alone.
+//!
+//! Then the bounded state over a long history: an exposure-heavy feed (five times the default
+//! exposures per ad lead) of one new lead every 36 s of event time, through an engine evicting
+//! at the service's defaults (`state.idle_after` 30 days, `state.rollup_idle_after` 1 day) into
+//! an in-process store, for 60 and for 240 days of history: the live heap per lead held should
+//! not grow with the history.
+
+#[path = "../tests/support/evicted.rs"]
+#[allow(dead_code, missing_docs)]
+mod evicted;
 
 use leadstream_aggregator::{Engine, Funnels};
 use leadstream_generator::{GeneratorConfig, Label, Schedule};
@@ -27,18 +37,11 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn main() {
-    let leads: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(50_000);
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
-    let funnels = Arc::new(Funnels::load(format!("{root}/funnel.yaml").as_ref()).expect("funnels"));
-    let mut cfg = GeneratorConfig {
-        seed: 42,
-        ..Default::default()
-    };
-    cfg.traffic.leads = leads;
+/// The normalized events of `cfg`'s feed, in delivery order.
+fn feed(
+    cfg: GeneratorConfig,
+    root: &str,
+) -> impl Iterator<Item = leadstream_schemas::NormalizedEvent> {
     let norm = Normalizer::new(NormalizerConfig {
         channel_rules: ChannelRules::from_yaml(
             &std::fs::read_to_string(format!("{root}/channels.yaml")).expect("channels"),
@@ -53,10 +56,10 @@ fn main() {
         .start_time(chrono::Utc::now())
         .expect("start")
         .timestamp_millis();
-    let events: Vec<_> = Schedule::new(cfg, start)
+    Schedule::new(cfg, start)
         .filter(|d| !matches!(d.label, Label::Poison(_)))
         .enumerate()
-        .filter_map(|(i, d)| {
+        .filter_map(move |(i, d)| {
             let meta = SourceMeta {
                 kind: d.kind,
                 partition: 0,
@@ -65,7 +68,95 @@ fn main() {
             };
             norm.normalize(&meta, &d.payload).ok()
         })
-        .collect();
+}
+
+/// The live heap of an evicting engine after `days` of an exposure-heavy history.
+fn bounded(funnels: &Arc<Funnels>, root: &str, days: u64) {
+    let mut cfg = GeneratorConfig {
+        seed: 7,
+        ..Default::default()
+    };
+    cfg.traffic.rate = 1.0 / 36.0;
+    cfg.traffic.leads = days * 2_400;
+    // No copies under other event times or keys: their checks need ClickHouse's answers.
+    cfg.realism.resend_share = 0.0;
+    cfg.realism.rekey_share = 0.0;
+    for c in &mut cfg.channels {
+        c.min_exposures = (c.min_exposures * 5).min(1000);
+        c.max_exposures = (c.max_exposures * 5).min(1000);
+    }
+    let region = Region::new(GLOBAL);
+    let mut engine = Engine::new(funnels.clone(), 3_600_000);
+    engine.set_idle_after(Some(30 * 86_400_000));
+    engine.set_rollup_idle_after(86_400_000);
+    let mut store = evicted::EvictedStore::default();
+    let (mut n, mut version, mut evicted) = (0u64, 0u64, 0usize);
+    let t = Instant::now();
+    for e in feed(cfg, root) {
+        engine.ingest(&e, 0);
+        n += 1;
+        if n % 20_000 == 0 {
+            version += 1;
+            store.reload(&mut engine);
+            let mut out = engine.flush(version);
+            store.resolve(&mut engine, &mut out);
+            drop(out);
+            evicted += store.evict_idle(&mut engine, version);
+            engine.checkpoint_written();
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let stored = store.groups_reloaded;
+    drop(store);
+    let stats = region.change();
+    let live = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
+    let held = engine.leads_held().max(1);
+    let checkpoint: usize = engine.checkpoints(0).iter().map(|(_, b)| b.len()).sum();
+    println!(
+        "  bounded, {days} days of history: {n} events ({:.0}/s incl. generating, normalizing \
+         and evicting), {evicted} groups evicted, {stored} read back; {held} leads, {} devices, \
+         {} rollup buckets held; live heap {:.1} MiB = {:.0} bytes per lead held; checkpoint \
+         {:.0} bytes per lead held",
+        n as f64 / secs,
+        engine.devices_held(),
+        engine.rollup_buckets(),
+        live as f64 / 1048576.0,
+        live as f64 / held as f64,
+        checkpoint as f64 / held as f64
+    );
+    print_footprint(&engine);
+}
+
+fn print_footprint(engine: &Engine) {
+    let held = engine.leads_held().max(1);
+    let f = engine.footprint();
+    let per = |b: usize| b as f64 / held as f64;
+    println!(
+        "    per lead: lead slots {:.0}, device slots {:.0}, events {:.0}, claims {:.0}, \
+         rollup tables {:.0} ({} buckets), pending {:.0}",
+        per(f.lead_slots),
+        per(f.device_slots),
+        per(f.events),
+        per(f.claims),
+        per(f.rollups),
+        engine.rollup_buckets(),
+        per(f.pending)
+    );
+}
+
+fn main() {
+    let leads: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50_000);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let funnels = Arc::new(Funnels::load(format!("{root}/funnel.yaml").as_ref()).expect("funnels"));
+    let mut cfg = GeneratorConfig {
+        seed: 42,
+        ..Default::default()
+    };
+    cfg.traffic.leads = leads;
+    let events: Vec<_> = feed(cfg, root).collect();
     println!(
         "stage machine: {} normalized events ({} leads generated), 2 funnels",
         events.len(),
@@ -100,19 +191,7 @@ fn main() {
         (after.saturating_sub(before)) as f64 / 1048576.0,
         after.saturating_sub(before) as f64 / held as f64
     );
-    let f = engine.footprint();
-    let per = |b: usize| b as f64 / held as f64;
-    println!(
-        "    per lead: lead slots {:.0}, device slots {:.0}, events {:.0}, claims {:.0}, \
-         rollup tables {:.0} ({} buckets), pending {:.0}",
-        per(f.lead_slots),
-        per(f.device_slots),
-        per(f.events),
-        per(f.claims),
-        per(f.rollups),
-        engine.rollup_buckets(),
-        per(f.pending)
-    );
+    print_footprint(&engine);
     drop(engine);
 
     // Throughput: ingest + a flush (replay + rows) every 5000 events, as the service batches.
@@ -134,5 +213,9 @@ fn main() {
             events.len() as f64 / secs,
             secs
         );
+    }
+    drop(events);
+    for days in [60, 240] {
+        bounded(&funnels, root, days);
     }
 }

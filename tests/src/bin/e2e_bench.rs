@@ -216,17 +216,13 @@ async fn main() {
     let mut agg = leadstream_tests::process::spawn_aggregator(&file);
     caught_up(&w, &cfg).await;
     agg.kill9();
-    let bytes = query_u64(
-        &clickhouse_url(),
-        &w.database,
-        // The newest checkpoint of each partition only (older, longer ones leave chunks behind).
-        "SELECT sum(length(data)) FROM aggregator_checkpoints \
-         WHERE (partition, version) IN \
-           (SELECT partition, max(version) FROM aggregator_checkpoints GROUP BY partition)",
-    )
-    .await
-    .unwrap_or(0);
     let (from_checkpoint, rss, mut agg) = restart(&w, &cfg, &file).await;
+    // The last checkpoint this process wrote (the table may hold several checkpoints of one
+    // version and partition until its merges run, so summing its rows overstates it).
+    let bytes = labelled_sum(&cfg.api.listen, "leadstream_aggregator_checkpoint_bytes").await;
+    let devices = labelled_sum(&cfg.api.listen, "leadstream_aggregator_devices_held").await;
+    let history_reads =
+        labelled_sum(&cfg.api.listen, "leadstream_aggregator_history_reads_total").await;
     let restore = restore_seconds(&cfg.api.listen).await;
     let held = labelled_sum(&cfg.api.listen, "leadstream_aggregator_leads_held").await;
     let buckets = labelled_sum(&cfg.api.listen, "leadstream_aggregator_rollup_buckets_held").await;
@@ -236,7 +232,7 @@ async fn main() {
     )
     .await;
     let rebuilds = labelled_sum(&cfg.api.listen, "leadstream_aggregator_rebuilds_total").await;
-    println!("restart after SIGKILL, from checkpoints ({:.1} MB of state, {:.0} B per lead held now): ready and current in {from_checkpoint:.2} s, of which the last restore {restore:.2} s (the rest is the group handing the partitions over; {restores:.0} restores from checkpoints, {rebuilds:.0} from history); two checkpoints later {held:.0} leads and {buckets:.0} rollup buckets held, RSS {:.0} MB", bytes as f64 / 1e6, bytes as f64 / held.max(1.0), rss as f64 / 1e6);
+    println!("restart after SIGKILL, from checkpoints: ready and current in {from_checkpoint:.2} s, of which the last restore {restore:.2} s (the rest is the group handing the partitions over; {restores:.0} restores from checkpoints, {rebuilds:.0} from history, {history_reads:.0} history reads started); two checkpoints later {held:.0} leads, {devices:.0} devices and {buckets:.0} rollup buckets held, checkpoints {:.1} MB ({:.0} B per lead held), RSS {:.0} MB", bytes / 1e6, bytes / held.max(1.0), rss as f64 / 1e6);
     agg.kill9();
     let evicted = query_u64(
         &clickhouse_url(),
