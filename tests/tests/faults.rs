@@ -36,7 +36,8 @@ async fn the_collector_killed_five_times_mid_stream() {
 /// 20k leads (`LEADSTREAM_CHECKPOINT_LEADS`) with late events and duplicates. Leads idle for 5
 /// minutes of event time leave memory (the feed's steps are minutes to an hour apart, so many
 /// leads go idle and come back), across the kills too: leads and rollup buckets are evicted
-/// and read back.
+/// and read back. With an allowed lateness of 5 minutes too, leads' settled events are folded
+/// (from 2 settled inputs on) and read back for the late events and claims that need them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints() {
     use rand::{Rng, SeedableRng};
@@ -49,6 +50,8 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
     let mut agg = Service::aggregator_with(&w, |c| {
         c.state.idle_after = Duration::from_secs(5 * 60);
         c.state.rollup_idle_after = Duration::from_secs(5 * 60);
+        c.state.allowed_lateness = Duration::from_secs(5 * 60);
+        c.state.fold_min_events = 2;
         // Checkpoints (and evictions) within each process's short life between kills.
         c.state.checkpoint_interval = Duration::from_secs(2);
     });
@@ -57,21 +60,23 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
     let sending = feed(&w, 102, leads, feed_seconds(), |_| {});
     // Evictions and reloads of leads and buckets, summed over the processes (each read just
     // before its kill, so a lower bound).
-    const MOVED: [&str; 4] = [
+    const MOVED: [&str; 6] = [
         "leadstream_aggregator_evicted_groups_total",
         "leadstream_aggregator_reloaded_groups_total",
         "leadstream_aggregator_evicted_buckets_total",
         "leadstream_aggregator_resolved_buckets_total",
+        "leadstream_aggregator_folded_events_total",
+        "leadstream_aggregator_unfolded_rows_total",
     ];
-    let mut moved = [0.0; 4];
+    let mut moved = [0.0; 6];
     let count = |addr: String| async move {
-        let mut n = [0.0; 4];
+        let mut n = [0.0; 6];
         for (n, name) in n.iter_mut().zip(MOVED) {
             *n = labelled_sum(&addr, name).await;
         }
         n
     };
-    let add = |moved: &mut [f64; 4], n: [f64; 4]| {
+    let add = |moved: &mut [f64; 6], n: [f64; 6]| {
         for (m, n) in moved.iter_mut().zip(n) {
             *m += n;
         }
@@ -88,6 +93,32 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
         first.is_some_and(|n| n >= 1.0),
         "the first process checkpoints"
     );
+    // The first kill comes once a checkpoint holds evicted leads and folded events, so that
+    // restores load such state (each later process lives only a few seconds past the group's
+    // handover).
+    let started = std::time::Instant::now();
+    let both = eventually(
+        Duration::from_secs(120),
+        || async { Some(count(agg.addr.clone()).await) },
+        |n| n[0] > 0.0 && n[4] > 0.0,
+    )
+    .await;
+    assert!(
+        both.is_some_and(|n| n[0] > 0.0 && n[4] > 0.0),
+        "the first process evicts and folds ({both:?})"
+    );
+    let written = labelled_sum(&agg.addr, "leadstream_aggregator_checkpoints_total").await;
+    let after = eventually(
+        Duration::from_secs(60),
+        || async { Some(labelled_sum(&agg.addr, "leadstream_aggregator_checkpoints_total").await) },
+        |n| *n > written,
+    )
+    .await;
+    assert!(after.is_some_and(|n| n > written), "a checkpoint follows");
+    eprintln!(
+        "first process evicted and folded, then checkpointed, after {:?}",
+        started.elapsed()
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
     for kill in 1..=kills() {
         agg.wait_for_progress().await;
@@ -95,9 +126,12 @@ async fn the_aggregator_killed_five_times_mid_stream_restores_from_checkpoints()
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let n = count(agg.addr.clone()).await;
         add(&mut moved, n);
+        let missing =
+            labelled_sum(&agg.addr, "leadstream_aggregator_fold_rows_missing_total").await;
+        assert_eq!(missing, 0.0, "every fold row asked for was found");
         eprintln!(
-            "kill {kill}: this process evicted {} groups and {} buckets, read back {} groups and {} buckets",
-            n[0], n[2], n[1], n[3]
+            "kill {kill}: this process evicted {} groups and {} buckets, read back {} groups and {} buckets, folded {} events, read back {} fold rows",
+            n[0], n[2], n[1], n[3], n[4], n[5]
         );
         agg.kill9();
         agg.start();

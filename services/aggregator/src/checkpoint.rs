@@ -39,7 +39,7 @@ impl Service<'_> {
         version: u64,
         offsets: &Offsets,
     ) -> Result<bool, SinkError> {
-        if !self.evict(engine, version).await? {
+        if !self.evict(engine, version).await? || !self.fold(engine, version).await? {
             return Ok(false);
         }
         let started = Instant::now();
@@ -76,6 +76,37 @@ impl Service<'_> {
             Ok(Ok(())) => {
                 engine.checkpoint_written();
                 events::checkpointed(list.len(), bytes, encoded, started.elapsed());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Stores the settled events that leave memory and drops them, before the checkpoint
+    /// that no longer holds them (after the evictions: an evicted lead is not folded).
+    async fn fold(&self, engine: &mut Engine, version: u64) -> Result<bool, SinkError> {
+        let started = Instant::now();
+        let folds = engine.foldable();
+        if folds.rows.is_empty() {
+            return Ok(true);
+        }
+        match self
+            .retried("fold", Dependency::ClickHouse, || {
+                evicted::write(self.sink, &folds.rows, &[], version)
+            })
+            .await
+        {
+            Err(GaveUp) => Ok(false),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, rows = folds.rows.len(), "clickhouse refused the settled events");
+                Err(e)
+            }
+            Ok(Ok(())) => {
+                let (rows, folded) = (folds.rows.len(), folds.events);
+                let bytes = folds.rows.iter().map(|r| r.blob.len()).sum();
+                engine.fold(folds);
+                self.publish_health(engine);
+                let held = engine.events_held();
+                events::folded(rows, folded, bytes, held, started.elapsed());
                 Ok(true)
             }
         }

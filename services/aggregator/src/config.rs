@@ -90,8 +90,9 @@ pub struct FunnelsConfig {
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// Events older than the newest event time seen minus this are "too late": still applied
-    /// (every lead's events are kept, so the correction is exact) but counted and recorded in
-    /// `late_events`, since they change answers dashboards already showed as settled.
+    /// exactly (a lead's settled events that left memory are read back first) but counted and
+    /// recorded in `late_events`, since they change answers dashboards already showed as
+    /// settled.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
     /// Touches kept per device; further ones are counted
@@ -117,6 +118,12 @@ pub struct StateConfig {
     /// earlier and still move. Evicted only where leads are (`idle_after`).
     #[serde(with = "humantime_serde")]
     pub rollup_idle_after: Duration,
+    /// A lead's events older than the newest event time minus `allowed_lateness` are settled;
+    /// once a lead (with the devices it holds) has at least this many, those its replays can
+    /// do without (repeated exposures, calls that change nothing) leave memory, stored in
+    /// `aggregator_evicted` and read back when an event the rest cannot absorb arrives (earlier
+    /// than them, or a copy of one). Where leads are evicted (`idle_after`).
+    pub fold_min_events: usize,
 }
 
 /// Which touches attribute a lead.
@@ -197,6 +204,7 @@ impl Default for AggregatorConfig {
                 checkpoint_interval: Duration::from_secs(10),
                 idle_after: Duration::from_secs(30 * 86_400),
                 rollup_idle_after: Duration::from_secs(86_400),
+                fold_min_events: crate::engine::DEFAULT_FOLD_MIN,
             },
             attribution: AttributionConfig {
                 lookback: Duration::from_secs(30 * 86_400),
@@ -289,6 +297,9 @@ impl AggregatorConfig {
         }
         if self.state.rollup_idle_after.is_zero() {
             return Err(invalid("state.rollup_idle_after", "must be positive"));
+        }
+        if self.state.fold_min_events == 0 {
+            return Err(invalid("state.fold_min_events", "must be positive"));
         }
         if self.state.max_touches_per_device == 0 {
             return Err(invalid("state.max_touches_per_device", "must be positive"));

@@ -119,6 +119,11 @@ impl Copies {
         self.seen.len()
     }
 
+    /// Bytes of the id filter (its serialized size: the bit fields and a few counters).
+    pub fn filter_bytes(&self) -> usize {
+        postcard::to_stdvec(&self.seen).map_or(0, |b| b.len())
+    }
+
     /// Whether every event is checked (several members).
     pub fn checks_all(&self) -> bool {
         self.check_all

@@ -47,7 +47,7 @@ impl Service<'_> {
             };
             let asked_n = asked.len();
             let r = engine.reload(asked, &rows);
-            events::reloaded(asked_n, r.groups, r.misses, r.applied.len());
+            events::reloaded(asked_n, r.groups, r.unfolded, r.misses, r.applied.len());
             for (e, result) in r.applied {
                 events::ingested(result, &e);
             }

@@ -242,6 +242,17 @@ impl Occurrence {
             Self::AtLeast(k) => n >= k,
         }
     }
+
+    /// The count from which a match's count no longer matters: for any `n`, `m` at or above
+    /// it, the `n`-th and the `m`-th match are admitted alike (`Exactly(k)`: neither, past `k`;
+    /// `AtLeast(k)`: both, from `k` on).
+    pub fn saturation(self) -> u32 {
+        match self {
+            Self::Any => 1,
+            Self::Exactly(k) => k.saturating_add(1),
+            Self::AtLeast(k) => k.max(1),
+        }
+    }
 }
 
 /// A stage a rule moves a lead into.

@@ -89,7 +89,10 @@ pub fn history_read_deferred(partitions: Vec<u32>, wait: Duration) {
 /// A rebuild from the history in ClickHouse starts (counted even when it is superseded or
 /// stopped before it finishes, unlike `leadstream_aggregator_rebuilds_total`).
 pub fn history_read_started(partitions: Vec<u32>) {
-    tracing::info!(?partitions, "reading the owned partitions' history from clickhouse");
+    tracing::info!(
+        ?partitions,
+        "reading the owned partitions' history from clickhouse"
+    );
     metrics::counter!("leadstream_aggregator_history_reads_total").increment(1);
 }
 
@@ -296,10 +299,40 @@ pub fn evicted(groups: usize, keys: usize, bytes: usize, elapsed: Duration) {
     metrics::counter!("leadstream_aggregator_evicted_bytes_total").increment(bytes as u64);
 }
 
+/// Settled events were stored and left memory (`rows`: one per lead or device folded).
+pub fn folded(rows: usize, events: usize, bytes: usize, held: usize, elapsed: Duration) {
+    tracing::debug!(
+        rows,
+        events,
+        bytes,
+        held,
+        seconds = elapsed.as_secs_f64(),
+        "settled events folded"
+    );
+    metrics::gauge!("leadstream_aggregator_events_held").set(held as f64);
+    metrics::counter!("leadstream_aggregator_folded_events_total").increment(events as u64);
+    metrics::counter!("leadstream_aggregator_folded_bytes_total").increment(bytes as u64);
+}
+
+/// A fold's row asked for was not there (it always is: rows are written before the checkpoint
+/// that relies on them); the lead's stored events are lost to it.
+pub fn fold_row_missing(key: &str) {
+    tracing::error!(key, "a lead's stored settled events were not found");
+    metrics::counter!("leadstream_aggregator_fold_rows_missing_total").increment(1);
+}
+
 /// Keys that may have been evicted were read back: `groups` groups came back, `misses` keys had
 /// none stored (the filter flagged them by mistake), `parked` events waiting for them applied.
-pub fn reloaded(asked: usize, groups: usize, misses: usize, parked: usize) {
-    tracing::debug!(asked, groups, misses, parked, "evicted leads read back");
+pub fn reloaded(asked: usize, groups: usize, unfolded: usize, misses: usize, parked: usize) {
+    tracing::debug!(
+        asked,
+        groups,
+        unfolded,
+        misses,
+        parked,
+        "evicted leads read back"
+    );
+    metrics::counter!("leadstream_aggregator_unfolded_rows_total").increment(unfolded as u64);
     metrics::counter!("leadstream_aggregator_reloaded_groups_total").increment(groups as u64);
     metrics::counter!("leadstream_aggregator_reload_misses_total").increment(misses as u64);
 }

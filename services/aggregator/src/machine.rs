@@ -221,34 +221,73 @@ pub fn replay_into(funnel: &Funnel, steps: impl IntoIterator<Item = Step>, path:
     path.specials_entered = 0;
     let mut seen = [0u32; MAX_RULES];
     for (i, s) in steps.into_iter().enumerate() {
-        let mut bits = funnel.rule_bits(s.rules);
-        let mut chosen = None;
-        while bits != 0 {
-            let r = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            seen[r] += 1;
-            if chosen.is_none() && funnel.rules[r].occurrence.admits(seen[r]) {
-                chosen = Some(r);
-            }
-        }
-        let Some(r) = chosen else { continue };
-        let (event, t) = (i as u32, s.time_ms);
-        match &funnel.rules[r].action {
-            Action::Enter(Target::Main(to)) => path.forward(*to, event, t),
-            Action::Enter(Target::Special(sp)) => path.enter_special(*sp, event, t),
-            Action::Backflow { to, from, .. } => {
-                path.backflow(*to, from, Reason::Rule(r as u8), event, t)
-            }
-            Action::Lose { .. } => {
-                let reason = if s.reason != 0 {
-                    Reason::Event(s.reason)
-                } else {
-                    Reason::Rule(r as u8)
-                };
-                path.lose(reason, event, t)
-            }
+        apply::<false>(funnel, &mut seen, i as u32, s, path);
+    }
+}
+
+/// Sets `needed[i]` for every event of `steps` (sorted, distinct) that a replay of this funnel
+/// cannot do without: one that changes the path, or one counted by a rule whose count can
+/// still change what a later match does (its `occurrence`). Every other event is a no-op here
+/// and stays one whatever follows it, so dropping it leaves the path of every continuation
+/// as it is (the engine's settled events, `engine/fold.rs`).
+pub fn mark_needed(funnel: &Funnel, steps: impl IntoIterator<Item = Step>, needed: &mut [bool]) {
+    let mut path = Path::default();
+    let mut seen = [0u32; MAX_RULES];
+    for (i, s) in steps.into_iter().enumerate() {
+        let before = path.transitions.len();
+        let saturated = apply::<true>(funnel, &mut seen, i as u32, s, &mut path);
+        if !saturated || path.transitions.len() != before {
+            needed[i] = true;
         }
     }
+}
+
+/// One event through the machine: every rule whose matcher matched counts the occurrence; the
+/// first of them whose `occurrence` admits the event is the one that acts (its action may find
+/// nothing to do, e.g. a backflow from a stage the lead is not in). With `SATURATION`, returns
+/// whether every rule it matched had reached its [`crate::funnel::Occurrence::saturation`]
+/// count (always `true` without).
+#[inline(always)]
+fn apply<const SATURATION: bool>(
+    funnel: &Funnel,
+    seen: &mut [u32; MAX_RULES],
+    event: u32,
+    s: Step,
+    path: &mut Path,
+) -> bool {
+    let mut bits = funnel.rule_bits(s.rules);
+    let mut chosen = None;
+    let mut saturated = true;
+    while bits != 0 {
+        let r = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        seen[r] += 1;
+        let occurrence = funnel.rules[r].occurrence;
+        if SATURATION && seen[r] < occurrence.saturation() {
+            saturated = false;
+        }
+        if chosen.is_none() && occurrence.admits(seen[r]) {
+            chosen = Some(r);
+        }
+    }
+    let Some(r) = chosen else { return saturated };
+    let t = s.time_ms;
+    match &funnel.rules[r].action {
+        Action::Enter(Target::Main(to)) => path.forward(*to, event, t),
+        Action::Enter(Target::Special(sp)) => path.enter_special(*sp, event, t),
+        Action::Backflow { to, from, .. } => {
+            path.backflow(*to, from, Reason::Rule(r as u8), event, t)
+        }
+        Action::Lose { .. } => {
+            let reason = if s.reason != 0 {
+                Reason::Event(s.reason)
+            } else {
+                Reason::Rule(r as u8)
+            };
+            path.lose(reason, event, t)
+        }
+    }
+    saturated
 }
 
 /// The text of a rule-sourced reason.

@@ -6,95 +6,9 @@
 mod support;
 
 use leadstream_aggregator::{Engine, Ingested};
-use leadstream_schemas::NormalizedEvent;
 use support::events::{call, signup_on, snapshot, touch, with};
-use support::{default_funnels, FakeStore, ReadModel};
-
-const LATENESS_MS: i64 = 3_600_000;
-const IDLE_MS: i64 = 86_400_000;
-
-/// An engine that evicts, one that does not, and what each published.
-struct Pair {
-    store: FakeStore,
-    evicted: support::evicted::EvictedStore,
-    bounded: Engine,
-    full: Engine,
-    bounded_rows: ReadModel,
-    full_rows: ReadModel,
-    version: u64,
-}
-
-impl Pair {
-    fn new() -> Self {
-        let mut bounded = Engine::new(default_funnels(), LATENESS_MS);
-        bounded.set_idle_after(Some(IDLE_MS));
-        Self {
-            store: FakeStore::default(),
-            evicted: Default::default(),
-            bounded,
-            full: Engine::new(default_funnels(), LATENESS_MS),
-            bounded_rows: ReadModel::default(),
-            full_rows: ReadModel::default(),
-            version: 0,
-        }
-    }
-
-    /// Stored by the collector, then consumed by both; what the bounded engine did.
-    fn arrive(&mut self, e: &NormalizedEvent) -> Ingested {
-        self.store.store(e);
-        self.full.ingest(e, 0);
-        self.bounded.ingest(e, 0)
-    }
-
-    fn reload(&mut self) -> Vec<Ingested> {
-        self.evicted.reload(&mut self.bounded)
-    }
-
-    /// Both flush, answering what they ask as the service does; the bounded one then evicts
-    /// its idle groups. Returns what the parked events did once applied.
-    fn flush(&mut self) -> Vec<Ingested> {
-        self.version += 1;
-        self.store.answer(&mut self.full);
-        self.full_rows.apply(self.full.flush(self.version));
-        let mut done = self.reload();
-        for c in self.bounded.take_checks() {
-            let copies = self.store.copies_of(&c);
-            self.bounded.need_for_settle(&c, &copies);
-            done.extend(self.reload());
-            self.bounded.settle(&c, &copies);
-        }
-        for l in self.bounded.take_lookups() {
-            let (claims, touches) = self.store.lookup(&l);
-            self.bounded.need_for_learn(&l, &claims);
-            done.extend(self.reload());
-            self.bounded.learn(&l, &claims, &touches);
-        }
-        let mut out = self.bounded.flush(self.version);
-        self.evicted.resolve(&mut self.bounded, &mut out);
-        self.store.hide(&out.minute_tombstones);
-        self.bounded_rows.apply(out);
-        self.evicted.evict_idle(&mut self.bounded, self.version);
-        // Taken as a checkpoint written (a restart here loads what `restart` takes).
-        self.bounded.checkpoint_written();
-        done
-    }
-
-    /// The bounded engine restarts from the checkpoints it takes now (right after a flush).
-    fn restart(&mut self) {
-        let mut restored = Engine::new(default_funnels(), LATENESS_MS);
-        restored.set_idle_after(Some(IDLE_MS));
-        for (_, bytes) in self.bounded.checkpoints(7) {
-            restored.load_checkpoint(&bytes, 7).expect("loads");
-        }
-        restored.restored();
-        self.bounded = restored;
-    }
-
-    fn assert_same(&self) {
-        assert!(!snapshot(&self.full_rows).is_empty());
-        support::assert_same_answers(&self.bounded_rows, &self.full_rows);
-    }
-}
+use support::pair::{Pair, LATENESS_MS};
+use support::{default_funnels, ReadModel};
 
 const DAY: i64 = 86_400;
 

@@ -445,3 +445,75 @@ fn a_device_keeps_at_most_its_touch_cap() {
         "one device lead entered the funnel"
     );
 }
+
+// ---- property: the events a replay cannot do without are enough ----
+
+/// A funnel whose rules count occurrences (the N-th call, the N-th and later), backflow,
+/// lose, reactivate and enter a special stage.
+const COUNTING: &str = r#"
+funnels:
+  f:
+    stages: [a, b, c, d]
+    special_stages: [s]
+    rules:
+      - on: exposure
+        enter: a
+      - on: call
+        occurrence: 2
+        enter: b
+      - on: call
+        occurrence: 3+
+        enter: c
+      - on: order
+        occurrence: 1
+        enter: d
+      - on: click
+        occurrence: 2+
+        enter: s
+      - on: trial_expired
+        backflow: {to: a, from: [b, c, d], reason: expired}
+      - on: contract_lost
+        lose: {default_reason: gone}
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+    /// Dropping from a settled prefix every event `mark_needed` does not need leaves the path
+    /// of every continuation as it is: the same transitions (caused by the same events), stages,
+    /// reach times and special stages.
+    #[test]
+    fn a_replay_of_the_needed_settled_events_continues_like_all_of_them(
+        kinds in proptest::collection::vec(0usize..6, 1..40),
+        settled_share in 0usize..=100,
+    ) {
+        use leadstream_aggregator::machine::{mark_needed, replay, Step};
+        let funnels = leadstream_aggregator::Funnels::from_yaml(COUNTING).expect("funnel");
+        let funnel = &funnels.funnels[0];
+        let types = ["exposure", "click", "call", "order", "trial_expired", "contract_lost"];
+        let steps: Vec<Step> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let e = ev(i as i64, types[*k], "u1");
+                Step {
+                    time_ms: e.event_time.timestamp_millis(),
+                    rules: funnels.match_mask(&e),
+                    reason: 0,
+                }
+            })
+            .collect();
+        let settled = steps.len() * settled_share / 100;
+        let mut needed = vec![false; steps.len()];
+        needed[settled..].fill(true);
+        mark_needed(funnel, steps.iter().copied(), &mut needed);
+        let kept: Vec<usize> = (0..steps.len()).filter(|i| needed[*i]).collect();
+        let all = replay(funnel, steps.iter().copied());
+        let fewer = replay(funnel, kept.iter().map(|i| steps[*i]));
+        // Transitions name their causing event by position in what was replayed.
+        let mut renamed = fewer.clone();
+        for t in &mut renamed.transitions {
+            t.event = kept[t.event as usize] as u32;
+        }
+        prop_assert_eq!(renamed, all);
+    }
+}

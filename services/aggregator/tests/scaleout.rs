@@ -50,6 +50,13 @@ struct Cluster {
     groups_evicted: usize,
     /// Every copy stored, for the copy checks a single evicting member answers.
     copies: support::FakeStore,
+    /// `state.allowed_lateness` of the members: settled events are older than the newest
+    /// minus this.
+    lateness_ms: i64,
+    /// `attribution.lookback` of the members and of the engine they are compared with.
+    lookback_ms: Option<i64>,
+    /// Leads with fewer settled inputs are not folded.
+    fold_min: Option<usize>,
 }
 
 /// A partition's checkpoint: its bytes, the version of the flush it follows, the positions
@@ -65,6 +72,10 @@ fn is_touch(e: &NormalizedEvent) -> bool {
 
 impl Cluster {
     fn new(partitions: u32, members: usize) -> Self {
+        Self::with_lateness(partitions, members, LATENESS_MS)
+    }
+
+    fn with_lateness(partitions: u32, members: usize, lateness_ms: i64) -> Self {
         let mut c = Self {
             partitions,
             stored: Vec::new(),
@@ -84,6 +95,9 @@ impl Cluster {
             evicted: Default::default(),
             groups_evicted: 0,
             copies: support::FakeStore::default(),
+            lateness_ms,
+            lookback_ms: None,
+            fold_min: None,
         };
         c.rebalance(members, 0);
         c
@@ -91,7 +105,12 @@ impl Cluster {
 
     /// One member checkpointing and evicting leads idle for `idle_ms`.
     fn evicting(partitions: u32, idle_ms: i64) -> Self {
-        let mut c = Self::new(partitions, 1);
+        Self::evicting_with(partitions, idle_ms, LATENESS_MS)
+    }
+
+    /// [`Self::evicting`] with `state.allowed_lateness` at `lateness_ms`.
+    fn evicting_with(partitions: u32, idle_ms: i64, lateness_ms: i64) -> Self {
+        let mut c = Self::with_lateness(partitions, 1, lateness_ms);
         c.checkpointing = true;
         c.idle_ms = Some(idle_ms);
         c.configure(0);
@@ -110,6 +129,12 @@ impl Cluster {
 
     fn configure_engine(&self, engine: &mut Engine) {
         engine.set_idle_after(self.idle_ms);
+        if let Some(ms) = self.lookback_ms {
+            engine.set_lookback(ms);
+        }
+        if let Some(n) = self.fold_min {
+            engine.set_fold_min(n);
+        }
         if let Some(ms) = self.rollup_idle_ms {
             engine.set_rollup_idle_after(ms);
         }
@@ -187,7 +212,7 @@ impl Cluster {
 
     /// An engine for `own` rebuilt from everything stored (as the service rebuilds from history).
     fn rebuild(&mut self, own: &Ownership, parts: &[u32]) -> Engine {
-        let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+        let mut engine = Engine::with_ownership(default_funnels(), self.lateness_ms, own.clone());
         self.configure_engine(&mut engine);
         for f in ["b2c", "sales"] {
             for r in self.model.leads(f) {
@@ -228,7 +253,7 @@ impl Cluster {
         if !self.checkpointing {
             return None;
         }
-        let mut engine = Engine::with_ownership(default_funnels(), LATENESS_MS, own.clone());
+        let mut engine = Engine::with_ownership(default_funnels(), self.lateness_ms, own.clone());
         self.configure_engine(&mut engine);
         let mut since = std::collections::HashMap::new();
         for p in own.owned() {
@@ -377,9 +402,18 @@ fn everything(partitions: u32) -> Ownership {
 }
 
 fn single_engine(events: &[NormalizedEvent]) -> ReadModel {
+    single_engine_with(events, None)
+}
+
+/// One engine holding all history (attribution lookback `lookback_ms` if given), fed the
+/// events in time order.
+fn single_engine_with(events: &[NormalizedEvent], lookback_ms: Option<i64>) -> ReadModel {
     let mut sorted = events.to_vec();
     sorted.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
     let mut engine = Engine::new(default_funnels(), LATENESS_MS);
+    if let Some(ms) = lookback_ms {
+        engine.set_lookback(ms);
+    }
     let mut store = support::FakeStore::default();
     for e in &sorted {
         store.store(e);
@@ -402,7 +436,7 @@ fn play(
     schedule: Vec<(usize, usize, u8)>,
     members: usize,
 ) -> Result<(), TestCaseError> {
-    let want = single_engine(events);
+    let want = single_engine_with(events, c.lookback_ms);
     let mut arrivals = events.to_vec();
     for d in dups {
         arrivals.push(events[d.index(events.len())].clone());
@@ -468,6 +502,27 @@ proptest! {
     }
 }
 
+/// Copies of some events under other leads and devices, at other times (one winner per id:
+/// the earliest), some of them copies of an evicted lead's or a stored settled event.
+fn with_moved_copies(
+    mut events: Vec<NormalizedEvent>,
+    moved: Vec<(proptest::sample::Index, i64, u8)>,
+) -> Vec<NormalizedEvent> {
+    for (i, shift, whom) in moved {
+        let e = &events[i.index(events.len())];
+        let copy = support::events::with(e.clone(), |c| {
+            c.event_time += chrono::Duration::seconds(shift);
+            match (&c.lead_id, &c.device_id) {
+                (Some(_), _) => c.lead_id = Some(format!("u{}", 4 + whom)),
+                (None, Some(_)) => c.device_id = Some(format!("d{}", 3 + whom)),
+                _ => {}
+            }
+        });
+        events.push(copy);
+    }
+    events
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     /// One member evicting idle leads at its checkpoints and reading them back when an event or
@@ -488,22 +543,31 @@ proptest! {
             c.rollup_idle_ms = Some(s * 1000);
             c.configure(0);
         }
-        // Copies of some events under other leads and devices, at other times (one winner per
-        // id: the earliest), some of them copies of an evicted lead's events.
-        let mut events = events;
-        for (i, shift, whom) in moved {
-            let e = &events[i.index(events.len())];
-            let copy = support::events::with(e.clone(), |c| {
-                c.event_time += chrono::Duration::seconds(shift);
-                match (&c.lead_id, &c.device_id) {
-                    (Some(_), _) => c.lead_id = Some(format!("u{}", 4 + whom)),
-                    (None, Some(_)) => c.device_id = Some(format!("d{}", 3 + whom)),
-                    _ => {}
-                }
-            });
-            events.push(copy);
-        }
-        play(c, &events, &dups, schedule, 1)?;
+        play(c, &with_moved_copies(events, moved), &dups, schedule, 1)?;
+    }
+
+    /// The same member folding settled events (older than the newest minus a lateness of a
+    /// few seconds to minutes, so most stories settle) into what the replays still need, and
+    /// reading them back when an input its summary cannot absorb arrives: too late, a copy of
+    /// a stored event, a claim moving a device: still exactly what one engine holding all
+    /// history publishes, whatever the attribution lookback.
+    #[test]
+    fn an_engine_folding_settled_events_publishes_what_one_holding_all_history_publishes(
+        events in story(),
+        partitions in 1u32..4,
+        idle_secs in 20i64..600,
+        lateness_secs in 1i64..200,
+        lookback_secs in proptest::option::of(1i64..400),
+        fold_min in 1usize..4,
+        schedule in proptest::collection::vec((0usize..1, 1usize..6, 0u8..10), 1..60),
+        dups in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+        moved in proptest::collection::vec((any::<proptest::sample::Index>(), -300i64..300, 0u8..2), 0..4),
+    ) {
+        let mut c = Cluster::evicting_with(partitions, idle_secs * 1000, lateness_secs * 1000);
+        c.lookback_ms = lookback_secs.map(|s| s * 1000);
+        c.fold_min = Some(fold_min);
+        c.configure(0);
+        play(c, &with_moved_copies(events, moved), &dups, schedule, 1)?;
     }
 }
 

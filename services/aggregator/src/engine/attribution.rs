@@ -29,3 +29,52 @@ pub(super) fn attribute(events: &[CompactEvent], lookback_ms: i64) -> (u16, u16,
         .unwrap_or(0);
     (first, last, variant)
 }
+
+/// Sets `needed` for the events of `settled` (a lead's earliest inputs, sorted; every later
+/// input is later than all of them) that [`attribute`] may still read, whatever comes later:
+/// the first signup; with it, the first touch inside its lookback and the last touch up to it;
+/// without it, the first touch and the last touch of every run of touches with one channel (a
+/// later signup's lookback may start anywhere, and the earliest of these at or after any
+/// instant has the channel of the earliest touch at or after it); and the first event with a
+/// variant.
+pub(super) fn mark_needed(settled: &[CompactEvent], lookback_ms: i64, needed: &mut [bool]) {
+    let touch = |e: &CompactEvent| e.role() == Role::Touch;
+    if let Some(v) = settled.iter().position(|e| e.variant != 0) {
+        needed[v] = true;
+    }
+    match settled.iter().position(|e| e.role() == Role::Signup) {
+        Some(s) => {
+            needed[s] = true;
+            let signup = settled[s].time_ms();
+            let horizon = signup.saturating_sub(lookback_ms);
+            let inside = |e: &CompactEvent| touch(e) && e.time_ms() >= horizon;
+            if let Some(f) = settled.iter().position(inside) {
+                needed[f] = true;
+            }
+            if let Some(l) = settled
+                .iter()
+                .rposition(|e| inside(e) && e.time_ms() <= signup)
+            {
+                needed[l] = true;
+            }
+        }
+        None => {
+            let mut touches = settled
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| touch(e))
+                .peekable();
+            if let Some((first, _)) = touches.peek() {
+                needed[*first] = true;
+            }
+            while let Some((i, e)) = touches.next() {
+                if touches
+                    .peek()
+                    .is_none_or(|(_, next)| next.channel != e.channel)
+                {
+                    needed[i] = true;
+                }
+            }
+        }
+    }
+}

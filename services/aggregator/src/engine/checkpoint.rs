@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 /// Version of the byte layout; a checkpoint of another one is not read (the caller rebuilds).
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
@@ -314,4 +314,5 @@ fn same(a: &Device, b: &Device) -> bool {
     a.touches.len() == b.touches.len()
         && a.touches.iter().map(event).eq(b.touches.iter().map(event))
         && owner(a) == owner(b)
+        && a.settled == b.settled
 }

@@ -67,6 +67,8 @@ pub struct EvictedRow {
 pub struct Reloaded {
     /// Groups put back in memory.
     pub groups: usize,
+    /// Rows of settled events put back (`fold`).
+    pub unfolded: usize,
     /// Keys asked for that had no stored group of this era (the filter flagged them by mistake).
     pub misses: usize,
     /// What each parked event did once applied, by event id.
@@ -203,13 +205,43 @@ impl Evicted {
         self.parked.len()
     }
 
+    /// Bytes of the filters of evicted keys and ids (serialized size).
+    pub(super) fn filter_bytes(&self) -> usize {
+        self.filters
+            .iter()
+            .flatten()
+            .map(|f| postcard::to_stdvec(f).map_or(0, |b| b.len()))
+            .sum()
+    }
+
     /// `state.rollup_idle_after` in ms, when anything is evicted.
     pub(super) fn rollup_idle_ms(&self) -> Option<i64> {
         self.idle_ms.and(self.rollup_idle_ms.or(self.idle_ms))
     }
 
-    fn filter(&mut self, partition: u32) -> &mut GrowableBloom {
+    pub(super) fn filter(&mut self, partition: u32) -> &mut GrowableBloom {
         self.filters[partition as usize].get_or_insert_with(|| GrowableBloom::new(0.01, 100_000))
+    }
+
+    /// Whether idle leads leave memory (and settled events: `fold`).
+    pub(super) fn evicting(&self) -> bool {
+        self.idle_ms.is_some()
+    }
+
+    /// Asks for `key` at the next reload.
+    pub(super) fn want(&mut self, key: String) {
+        self.wanted.insert(key);
+    }
+
+    /// Whether `key` (a lead key or a device id) was put back since the last checkpoint.
+    pub(super) fn is_recent(&self, key: &str) -> bool {
+        self.recent.contains(key)
+    }
+
+    /// `key` (a lead key or a device id) was put back: it does not leave again before a
+    /// checkpoint holding it is written.
+    pub(super) fn put_back_recently(&mut self, key: SmolStr) {
+        self.recent.insert(key);
     }
 
     /// Forgets which keys were read back: the next time one is flagged, it is read again.
@@ -261,8 +293,12 @@ impl Engine {
             .then(|| self.lead_out(&e.lead_key()))
             .flatten();
         let device = e.device_id.as_deref().and_then(|d| self.device_out(d));
-        if lead.is_none() && device.is_none() {
+        let unfold = self.unfolds_for(e);
+        if lead.is_none() && device.is_none() && unfold.is_empty() {
             return false;
+        }
+        for key in unfold {
+            self.want_unfold(&key);
         }
         self.evicted.wanted.extend(lead.into_iter().chain(device));
         self.evicted.parked.push(Parked {
@@ -273,10 +309,14 @@ impl Engine {
     }
 
     /// Lead `key` is about to be read or changed outside [`Self::ingest`] (a copy of one of its
-    /// events, a claim it made): reload it first if it may be evicted.
+    /// events, a claim it made): reload it first if it may be evicted, and its stored settled
+    /// events (`fold`).
     pub fn need_lead(&mut self, key: &str) {
-        if let Some(k) = self.lead_out(key) {
-            self.evicted.wanted.insert(k);
+        match self.lead_out(key) {
+            Some(k) => {
+                self.evicted.wanted.insert(k);
+            }
+            None => self.want_unfold(key),
         }
         // A device's own lead is held by its touches alone, with no entry of its own.
         if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
@@ -286,8 +326,16 @@ impl Engine {
 
     /// [`Self::need_lead`] for a device.
     pub fn need_device(&mut self, device: &str) {
-        if let Some(k) = self.device_out(device) {
-            self.evicted.wanted.insert(k);
+        match self.device_out(device) {
+            Some(k) => {
+                self.evicted.wanted.insert(k);
+            }
+            None => {
+                if let Some(dev) = self.devices.get(device) {
+                    let holder = dev.holder_with_touches(device);
+                    self.want_unfold(&holder);
+                }
+            }
         }
     }
 
@@ -306,7 +354,7 @@ impl Engine {
     /// Puts back the groups stored for `asked` (`rows`: what was found, any order) and applies
     /// the events parked for them.
     pub fn reload(&mut self, asked: Vec<String>, rows: &[EvictedRow]) -> Reloaded {
-        let mut groups = 0;
+        let (mut groups, mut unfolded) = (0, 0);
         let mut found: HashSet<&str> = HashSet::default();
         let mut seen: HashSet<&[u8]> = HashSet::default();
         for r in rows {
@@ -314,6 +362,11 @@ impl Engine {
                 continue;
             }
             found.insert(&r.key);
+            if super::fold::is_row(&r.key) {
+                self.put_back_fold(&r.key, &r.blob);
+                unfolded += 1;
+                continue;
+            }
             if !seen.insert(&r.blob) {
                 continue;
             }
@@ -322,7 +375,8 @@ impl Engine {
                 Err(e) => crate::internal_events::evicted_unreadable(&e.to_string()),
             }
         }
-        let misses = asked.iter().filter(|k| !found.contains(k.as_str())).count();
+        let missing = self.unfolded(&asked, &found);
+        let misses = asked.iter().filter(|k| !found.contains(k.as_str())).count() - missing;
         self.evicted.confirmed.extend(asked);
         let parked = std::mem::take(&mut self.evicted.parked);
         let applied = parked
@@ -334,6 +388,7 @@ impl Engine {
             .collect();
         Reloaded {
             groups,
+            unfolded,
             misses,
             applied,
         }
@@ -361,11 +416,13 @@ impl Engine {
                 any = true;
             }
         }
-        for d in back {
-            if self.is_bare(&d) {
+        for d in &back {
+            if self.is_bare(d) {
                 self.bare_device_leads += 1;
             }
         }
+        let leads: Vec<SmolStr> = g.leads.iter().map(|l| SmolStr::new(&l.key)).collect();
+        self.unfold_put_back(&leads, &back);
         any
     }
 

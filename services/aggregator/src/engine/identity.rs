@@ -2,6 +2,7 @@
 //! a device's anonymous touches to the earliest signup that names it.
 
 use super::compact::{insert_sorted, CompactEvent, Role};
+use super::fold::Settled;
 use super::Engine;
 use smallvec::SmallVec;
 use smol_str::SmolStr;
@@ -17,6 +18,8 @@ pub(super) struct Lead {
     /// (the touches count where its claim is the earliest). A device lead's own device is implied
     /// by its key.
     pub(super) devices: SmallVec<[SmolStr; 1]>,
+    /// Its settled events stored instead of held (`fold`).
+    pub(super) settled: Option<Box<Settled>>,
 }
 
 /// A signup that names a device; the earliest (by time, then event id) owns the device.
@@ -35,6 +38,8 @@ pub(super) struct Device {
     /// The earliest claim; claims are never withdrawn, so only the earliest matters. Boxed:
     /// most devices are never claimed, and every map slot pays for the inline size.
     pub(super) owner: Option<Box<Claim>>,
+    /// Its settled touches stored instead of held (`fold`).
+    pub(super) settled: Option<Box<Settled>>,
 }
 
 impl Device {
@@ -42,16 +47,21 @@ impl Device {
     pub(super) fn holder(&self, device: &str) -> Option<SmolStr> {
         match &self.owner {
             Some(c) => Some(c.lead.clone()),
-            None if !self.touches.is_empty() => Some(device_lead(device).into()),
+            None if self.has_touches() => Some(device_lead(device).into()),
             None => None,
         }
+    }
+
+    /// Touches stored instead of held (they count against the touch cap like held ones).
+    pub(super) fn settled_events(&self) -> usize {
+        self.settled.as_ref().map_or(0, |s| s.events as usize)
     }
 
     /// Whether `lead` holds the device's touches (`holder` without building a key).
     pub(super) fn held_by(&self, device: &str, lead: &str) -> bool {
         match &self.owner {
             Some(c) => c.lead == lead,
-            None => !self.touches.is_empty() && lead.strip_prefix(DEVICE_PREFIX) == Some(device),
+            None => self.has_touches() && lead.strip_prefix(DEVICE_PREFIX) == Some(device),
         }
     }
 
@@ -64,7 +74,12 @@ impl Device {
 
     /// Whether the device is its own lead by its touches alone: touched, never claimed.
     pub(super) fn holds_own(&self) -> bool {
-        self.owner.is_none() && !self.touches.is_empty()
+        self.owner.is_none() && self.has_touches()
+    }
+
+    /// Whether it has touches, held or stored.
+    fn has_touches(&self) -> bool {
+        !self.touches.is_empty() || self.settled.is_some()
     }
 
     /// The lead holding the touches once the device has one: the owner, else the device itself.
@@ -89,11 +104,11 @@ impl Engine {
         // `becomes_own`: the first touch of an unclaimed device makes it a lead of its own.
         let becomes_own = match self.devices.get(device) {
             Some(d) if d.touches.iter().any(|x| x.id == c.id) => return None,
-            Some(d) if d.touches.len() >= self.touch_cap => {
+            Some(d) if d.touches.len() + d.settled_events() >= self.touch_cap => {
                 crate::internal_events::touch_capped(device, self.touch_cap);
                 return None;
             }
-            Some(d) => d.owner.is_none() && d.touches.is_empty(),
+            Some(d) => d.owner.is_none() && !d.has_touches(),
             None => true,
         };
         let dev = self.device_for_change(device, None);
@@ -164,26 +179,33 @@ impl Engine {
         self.device_for_change(device, Some(&gaining)).owner = Some(Box::new(c));
     }
 
+    /// The devices whose touches lead `key` holds: for a device lead its own device, then the
+    /// devices its signups named where its claim is the owner.
+    pub(super) fn held_devices<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Device)> + 'a {
+        let own_device = key.strip_prefix(DEVICE_PREFIX);
+        let named = self
+            .leads
+            .get(key)
+            .into_iter()
+            .flat_map(|l| l.devices.iter().map(|d| &**d));
+        own_device
+            .into_iter()
+            .chain(named.filter(move |d| Some(*d) != own_device))
+            .filter_map(move |d| Some((d, self.devices.get(d)?)))
+            .filter(move |(d, dev)| dev.held_by(d, key))
+    }
+
     /// A lead's replay input: its own events and the touches of the devices it holds, sorted.
     pub(super) fn inputs(&self, key: &str, merged: &mut Vec<CompactEvent>) {
         merged.clear();
-        let own_device = key.strip_prefix(DEVICE_PREFIX);
-        let lead = self.leads.get(key);
-        if let Some(lead) = lead {
+        if let Some(lead) = self.leads.get(key) {
             merged.extend_from_slice(&lead.events);
         }
-        let named = lead
-            .into_iter()
-            .flat_map(|l| l.devices.iter().map(|d| &**d));
-        for d in own_device
-            .into_iter()
-            .chain(named.filter(|d| Some(*d) != own_device))
-        {
-            if let Some(dev) = self.devices.get(d) {
-                if dev.held_by(d, key) {
-                    merged.extend_from_slice(&dev.touches);
-                }
-            }
+        for (_, dev) in self.held_devices(key) {
+            merged.extend_from_slice(&dev.touches);
         }
         merged.sort_unstable_by_key(CompactEvent::key);
     }

@@ -21,6 +21,8 @@ pub struct Footprint {
     pub rollups: usize,
     /// Leads waiting for the next flush, with what they published.
     pub pending: usize,
+    /// Bloom filters: of the ids held (copies) and of the keys and ids evicted.
+    pub filters: usize,
 }
 
 impl Engine {
@@ -46,6 +48,7 @@ impl Engine {
             pending: slots(&self.dirty)
                 + self.snapshots.published.capacity() * std::mem::size_of::<Published>()
                 + self.snapshots.words.capacity() * 4,
+            filters: self.copies.filter_bytes() + self.evicted.filter_bytes(),
         }
     }
 }

@@ -11,8 +11,8 @@
 //! claims that stitch them, `stitch` what other members consumed, `winner` one copy per event
 //! id, `ledger` what a lead published before its inputs changed, `attribution`, `render`
 //! the rows, `memory` the footprint, `evict` and `evict_buckets` idle leads and rollup buckets
-//! leaving memory, `checkpoint` and `saved` the state as bytes. This file is the facade:
-//! `ingest` and `flush`.
+//! leaving memory, `fold` and `unfold` settled events leaving it and coming back, `checkpoint` and `saved` the state as
+//! bytes. This file is the facade: `ingest` and `flush`.
 
 use self::attribution::attribute;
 use self::compact::{parse_id, CompactEvent, Masks, Role, Symbols};
@@ -37,6 +37,7 @@ mod checkpoint;
 mod compact;
 mod evict;
 mod evict_buckets;
+mod fold;
 mod identity;
 mod ledger;
 mod memory;
@@ -44,11 +45,13 @@ mod ownership;
 mod render;
 mod saved;
 mod stitch;
+mod unfold;
 mod winner;
 
 pub use checkpoint::{CheckpointError, Stale, FORMAT as CHECKPOINT_FORMAT};
 pub use evict::{EvictedGroup, EvictedRow, Reloaded};
 pub use evict_buckets::{count_bytes, BucketEviction, EvictedBucket, Unresolved};
+pub use fold::{Folds, DEFAULT_FOLD_MIN, MAX_ROWS as MAX_FOLD_ROWS};
 pub use identity::device_lead;
 pub use memory::Footprint;
 pub use ownership::Ownership;
@@ -141,6 +144,8 @@ pub struct Engine {
     /// Touches this long before a signup still attribute it (`attribution.lookback`).
     lookback_ms: i64,
     evicted: evict::Evicted,
+    /// Leads with fewer settled inputs are not folded (`fold`).
+    fold_min: usize,
 }
 
 /// Touches a device keeps unless configured otherwise (`state.max_touches_per_device`).
@@ -184,6 +189,7 @@ impl Engine {
             touch_cap: DEFAULT_TOUCH_CAP,
             lookback_ms: DEFAULT_LOOKBACK_MS,
             evicted: evict::Evicted::new(own_partitions),
+            fold_min: DEFAULT_FOLD_MIN,
         }
     }
 
@@ -211,6 +217,18 @@ impl Engine {
     /// Devices held.
     pub fn devices_held(&self) -> usize {
         self.devices.len()
+    }
+
+    /// Events held in memory, of leads and devices (a pass over the state: for checkpoints
+    /// and benchmarks, not for every flush).
+    pub fn events_held(&self) -> usize {
+        let leads: usize = self.leads.values().map(|l| l.events.len()).sum();
+        leads
+            + self
+                .devices
+                .values()
+                .map(|d| d.touches.len())
+                .sum::<usize>()
     }
 
     /// Newest event time seen, epoch ms (`i64::MIN` before any).

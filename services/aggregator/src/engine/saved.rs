@@ -6,6 +6,7 @@
 //! groups evicted under the old layout are never read (see `evict`).
 
 use super::compact::CompactEvent;
+use super::fold::Settled;
 use super::identity::{Claim, Device, Lead};
 use super::Engine;
 use rustc_hash::FxHashMap as HashMap;
@@ -28,6 +29,7 @@ pub(super) struct SavedLead {
     pub(super) key: String,
     events: Vec<SavedEvent>,
     devices: Vec<String>,
+    settled: Option<Settled>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +37,7 @@ pub(super) struct SavedDevice {
     pub(super) id: String,
     touches: Vec<SavedEvent>,
     owner: Option<(i64, [u64; 2], String)>,
+    settled: Option<Settled>,
 }
 
 /// The symbols a save refers to: the engine's own table (a checkpoint), or only those used
@@ -76,7 +79,7 @@ impl SymbolsOut {
 }
 
 impl Engine {
-    fn save_event(&self, e: &CompactEvent, out: &mut SymbolsOut) -> SavedEvent {
+    pub(super) fn save_event(&self, e: &CompactEvent, out: &mut SymbolsOut) -> SavedEvent {
         SavedEvent {
             packed: e.packed,
             id: e.id,
@@ -96,6 +99,7 @@ impl Engine {
                 .map(|e| self.save_event(e, out))
                 .collect(),
             devices: lead.devices.iter().map(|d| d.to_string()).collect(),
+            settled: lead.settled.as_deref().copied(),
         }
     }
 
@@ -111,6 +115,7 @@ impl Engine {
                 .owner
                 .as_ref()
                 .map(|c| (c.time_ms, c.id, c.lead.to_string())),
+            settled: dev.settled.as_deref().copied(),
         }
     }
 
@@ -129,7 +134,7 @@ impl Engine {
             .collect()
     }
 
-    fn load_event(&mut self, e: &SavedEvent, symbols: &[u16]) -> CompactEvent {
+    pub(super) fn load_event(&mut self, e: &SavedEvent, symbols: &[u16]) -> CompactEvent {
         let symbol = |i: u16| symbols.get(i as usize).copied().unwrap_or(0);
         CompactEvent {
             packed: e.packed,
@@ -149,6 +154,7 @@ impl Engine {
                 .map(|e| self.load_event(e, symbols))
                 .collect(),
             devices: l.devices.iter().map(SmolStr::new).collect(),
+            settled: l.settled.map(Box::new),
         };
         (SmolStr::new(&l.key), lead)
     }
@@ -167,6 +173,7 @@ impl Engine {
                     lead: SmolStr::new(lead),
                 })
             }),
+            settled: d.settled.map(Box::new),
         };
         (SmolStr::new(&d.id), dev)
     }

@@ -182,6 +182,7 @@ pub fn empty_engine(
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     engine.set_idle_after(Some(ms(state.idle_after)));
     engine.set_rollup_idle_after(ms(state.rollup_idle_after));
+    engine.set_fold_min(state.fold_min_events);
     engine
 }
 

@@ -15,6 +15,10 @@ pub struct EvictedStore {
     pub buckets_stored: usize,
     /// Unresolved bucket rows completed from a stored count.
     pub buckets_read: usize,
+    /// Settled events folded, over all evictions.
+    pub events_folded: usize,
+    /// Rows of settled events put back, over all reloads.
+    pub fold_rows_read: usize,
 }
 
 impl EvictedStore {
@@ -28,33 +32,50 @@ impl EvictedStore {
         self.rows.insert(key.to_string(), row);
     }
 
-    /// Stores `engine`'s idle groups and buckets with `version` (the last flush's), without
-    /// dropping them from memory: a process that dies before its checkpoint stops here.
+    fn put_groups(&mut self, groups: &[EvictedGroup], version: u64) {
+        for g in groups {
+            for k in &g.keys {
+                self.put(k, g.partition, version, g.blob.clone());
+            }
+        }
+    }
+
+    /// Stores `engine`'s idle groups and buckets, and its settled events, with `version` (the
+    /// last flush's), without dropping them from memory: a process that dies before its
+    /// checkpoint stops here.
     pub fn store_idle(
         &mut self,
         engine: &Engine,
         version: u64,
     ) -> (Vec<EvictedGroup>, BucketEviction) {
         let groups = engine.idle_groups();
-        for g in &groups {
-            for k in &g.keys {
-                self.put(k, g.partition, version, g.blob.clone());
-            }
-        }
+        self.put_groups(&groups, version);
         let buckets = engine.idle_buckets();
         for b in &buckets.rows {
             self.put(&b.key, b.partition, version, count_bytes(b.count).to_vec());
         }
         self.buckets_stored += buckets.rows.len();
+        self.put_groups(&engine.foldable().rows, version);
         (groups, buckets)
     }
 
-    /// [`Self::store_idle`], then drops what it stored from memory, as the service does right
-    /// before a checkpoint. Returns the groups evicted.
+    /// Stores and drops from memory what the service does right before a checkpoint: the idle
+    /// groups and buckets, then the settled events of the leads left. Returns the groups
+    /// evicted.
     pub fn evict_idle(&mut self, engine: &mut Engine, version: u64) -> usize {
-        let (groups, buckets) = self.store_idle(engine, version);
+        let groups = engine.idle_groups();
+        self.put_groups(&groups, version);
+        let buckets = engine.idle_buckets();
+        for b in &buckets.rows {
+            self.put(&b.key, b.partition, version, count_bytes(b.count).to_vec());
+        }
+        self.buckets_stored += buckets.rows.len();
         engine.evict(&groups);
         engine.evict_buckets(buckets);
+        let folds = engine.foldable();
+        self.put_groups(&folds.rows, version);
+        self.events_folded += folds.events;
+        engine.fold(folds);
         groups.len()
     }
 
@@ -73,6 +94,7 @@ impl EvictedStore {
                 .collect();
             let r = engine.reload(asked, &rows);
             self.groups_reloaded += r.groups;
+            self.fold_rows_read += r.unfolded;
             done.extend(r.applied.into_iter().map(|(_, r)| r));
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod evicted;
+pub mod pair;
 
 use leadstream_aggregator::rollup::{
     CohortBucket, CohortRollupRow, ReachBucket, ReachRollupRow, TransitionBucket,
