@@ -2,9 +2,11 @@
 # Benchmarks (figures only; tests never assert timings):
 #   1. criterion: normalize-and-encode per topic, one core
 #   2. generator: 50,000 leads (~210k messages) generated to /dev/null, then produced to the broker
-#   3. end to end: N mixed events (default 1,000,000; one new lead every 36 s of event time, so
-#      the leads active within the 30-day `state.idle_after` are ~72k at any N and older ones go
-#      idle) from the local broker into ClickHouse with one collector: events/s and collector CPU
+#   3. end to end: N mixed events (default 1,000,000; exposure-heavy: BENCH_EXPOSURES exposures
+#      per lead, default 20, then a click, signup, trial, call, contract and order; new leads at
+#      a fixed rate, so 1M events are 60 days of history, the leads active within the 30-day
+#      `state.idle_after` are the same at any N and older ones go idle) from the local broker
+#      into ClickHouse with one collector: events/s and collector CPU
 #      seconds; then one aggregator started on that N-event backlog: time to catch up (rebuild
 #      from ClickHouse + the normalized topic); then the aggregator binary killed with SIGKILL
 #      and restarted, from its checkpoints (idle leads evicted) and, with checkpoints and
@@ -17,7 +19,8 @@
 # The fault soak (20 kills, about 1M events) is scripts/soak.sh.
 # Experiment knobs for the end-to-end part: BENCH_MAX_ROWS (batch.max_rows),
 # BENCH_KAFKA_PROPS="k=v,k=v" (extra librdkafka properties for the collector) and
-# BENCH_LEAD_GAP_MS (event time between new leads, default 36000).
+# BENCH_LEAD_GAP_MS (event time between new leads, default 36000 × events per lead / 7) and
+# BENCH_EXPOSURES.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

@@ -1,4 +1,5 @@
-//! End-to-end benchmark: N mixed valid events (all seven topics) produced to the local broker, then
+//! End-to-end benchmark: N mixed valid events (all seven topics, exposure-heavy: `BENCH_EXPOSURES`
+//! exposures per lead, default 20) produced to the local broker, then
 //! one in-process collector drains them into ClickHouse, then one aggregator, started on that
 //! backlog, catches up (rebuild from ClickHouse + the whole normalized topic). Prints events/s and
 //! CPU seconds of each. Then the aggregator binary is killed with SIGKILL and restarted twice:
@@ -20,53 +21,88 @@ use std::time::{Duration, Instant};
 /// Event time of the newest lead: 2025-11-23T04:00:00Z.
 const END_MS: i64 = 1_763_870_400_000;
 
-/// Event time of event `i` of `n`: lead `i / 7` starts `gap_ms` after the one before it, and its
-/// seven events are a minute apart. A fixed rate of new leads, so a longer history is older
-/// history: the leads active within the last `state.idle_after` are about the same at any `n`.
-fn event_time(i: u64, n: u64, gap_ms: i64) -> i64 {
-    let leads = n.div_ceil(7) as i64;
-    END_MS - (leads - (i / 7) as i64) * gap_ms + (i % 7) as i64 * 60_000
+/// The events of one lead: `exposures` exposures, then one of each other source, in order.
+#[derive(Clone, Copy)]
+struct Mix {
+    exposures: u64,
 }
 
-fn payload(i: u64, t: i64) -> (SourceKind, String) {
-    let kind = SourceKind::ALL[(i % 7) as usize];
+impl Mix {
+    fn per_lead(self) -> u64 {
+        self.exposures + 6
+    }
+
+    fn leads(self, n: u64) -> u64 {
+        n.div_ceil(self.per_lead())
+    }
+
+    /// Lead of event `i`, and its position among the lead's events.
+    fn of(self, i: u64) -> (u64, u64) {
+        (i / self.per_lead(), i % self.per_lead())
+    }
+
+    fn kind(self, i: u64) -> SourceKind {
+        match self.of(i).1 {
+            p if p < self.exposures => SourceKind::Exposure,
+            p => SourceKind::ALL[(p - self.exposures + 1) as usize],
+        }
+    }
+}
+
+/// Event time of event `i` of `n`: each lead starts `gap_ms` after the one before it, and its
+/// events are a minute apart. A fixed rate of new leads, so a longer history is older history:
+/// the leads active within the last `state.idle_after` are about the same at any `n`.
+fn event_time(mix: Mix, i: u64, n: u64, gap_ms: i64) -> i64 {
+    let (lead, pos) = mix.of(i);
+    END_MS - (mix.leads(n) as i64 - lead as i64) * gap_ms + pos as i64 * 60_000
+}
+
+fn payload(mix: Mix, i: u64, t: i64) -> (SourceKind, String) {
+    let kind = mix.kind(i);
+    let lead = mix.of(i).0;
     let utc = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default();
     let body = match kind {
         SourceKind::Exposure => format!(
-            r#"{{"impression_id":"imp-{i}","ts":{t},"platform":"douyin","campaign_id":"cmp-{}","device_id":"dev-{}","cost_micros":1200}}"#,
+            r#"{{"impression_id":"imp-{i}","ts":{t},"platform":"{}","campaign_id":"cmp-{}","device_id":"dev-{}","cost_micros":1200}}"#,
+            // Retargeted on another platform in the second half.
+            if mix.of(i).1 < mix.exposures / 2 {
+                "douyin"
+            } else {
+                "baidu"
+            },
             i % 50,
-            i / 7
+            lead
         ),
         SourceKind::AdClick => format!(
             r#"{{"click_id":"clk-{i}","clicked_at":"{t}","platform":"wechat","device_id":"dev-{}","landing_url":"https://shop.example.com/lp?utm_source=wechat&utm_medium=cpc&utm_campaign=spring&ab=B"}}"#,
-            i / 7
+            lead
         ),
         SourceKind::Signup => format!(
             r#"{{"signup_id":"su-{i}","created_at":{},"user_id":"u-{}","device_id":"dev-{}","phone":"138{:08}","email":"user{i}@example.com","utm":{{"source":"wechat","medium":"cpc"}}}}"#,
             t / 1000,
-            i / 7,
-            i / 7,
+            lead,
+            lead,
             i % 100_000_000
         ),
         SourceKind::Trial => format!(
             r#"{{"trial_id":"tr-{i}","event":"trial_started","user_id":"u-{}","at":"{}","plan":"pro"}}"#,
-            i / 7,
+            lead,
             // Local time of the collector's zone (Asia/Shanghai, UTC+8).
             (utc + chrono::Duration::hours(8)).format("%Y-%m-%d %H:%M:%S")
         ),
         SourceKind::Call => format!(
             r#"{{"call_id":"call-{i}","lead_id":"u-{}","started_at":{t},"direction":"outbound","duration_sec":120,"outcome":"qualified","agent_id":"a-{}"}}"#,
-            i / 7,
+            lead,
             i % 20
         ),
         SourceKind::Contract => format!(
             r#"{{"contract_id":"ct-{i}","lead_id":"u-{}","status":"signed","amount":"12800.00","currency":"CNY","updated_at":"{}"}}"#,
-            i / 7,
+            lead,
             utc.format("%Y-%m-%dT%H:%M:%S%.3fZ")
         ),
         SourceKind::Order => format!(
             r#"{{"order_id":"ord-{i}","user_id":"u-{}","paid_at":{t},"amount_cents":19900,"currency":"CNY"}}"#,
-            i / 7
+            lead
         ),
     };
     (kind, body)
@@ -96,16 +132,24 @@ async fn main() {
         .create()
         .expect("producer");
     let topics: Vec<String> = SourceKind::ALL.iter().map(|k| w.topic(*k)).collect();
-    // 36 s between leads: 2,400 new leads a day, so the last 30 days (`state.idle_after`) hold
-    // about 72k active leads whatever the history's length.
+    // An exposure-heavy mix: BENCH_EXPOSURES exposures (default 20) before the click, signup,
+    // trial, call, contract and order of each lead.
+    let mix = Mix {
+        exposures: std::env::var("BENCH_EXPOSURES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20),
+    };
+    // By default 1M events are 60 days of history (36 s between leads of 7 events), so the last
+    // 30 days (`state.idle_after`) hold the same active leads whatever the history's length.
     let gap_ms: i64 = std::env::var("BENCH_LEAD_GAP_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(36_000);
+        .unwrap_or(36_000 * mix.per_lead() as i64 / 7);
     let started = Instant::now();
     let mut bytes = 0usize;
     for i in 0..n {
-        let (kind, body) = payload(i, event_time(i, n, gap_ms));
+        let (kind, body) = payload(mix, i, event_time(mix, i, n, gap_ms));
         bytes += body.len();
         let topic = &topics[SourceKind::ALL
             .iter()
@@ -127,12 +171,13 @@ async fn main() {
     // Its librdkafka threads would otherwise poll on and count as collector CPU below.
     drop(p);
     println!(
-        "produced {n} mixed events ({:.0} B avg) in {:.1} s; {} leads, one every {:.0} s of event time: {:.0} days of history",
+        "produced {n} mixed events ({:.0} B avg, {} exposures per lead) in {:.1} s; {} leads, one every {:.0} s of event time: {:.0} days of history",
         bytes as f64 / n as f64,
+        mix.exposures,
         started.elapsed().as_secs_f64(),
-        n.div_ceil(7),
+        mix.leads(n),
         gap_ms as f64 / 1000.0,
-        (n.div_ceil(7) as f64 * gap_ms as f64) / 86_400_000.0
+        (mix.leads(n) as f64 * gap_ms as f64) / 86_400_000.0
     );
 
     let cfg = w.collector_config();
@@ -221,6 +266,8 @@ async fn main() {
     // version and partition until its merges run, so summing its rows overstates it).
     let bytes = labelled_sum(&cfg.api.listen, "leadstream_aggregator_checkpoint_bytes").await;
     let devices = labelled_sum(&cfg.api.listen, "leadstream_aggregator_devices_held").await;
+    let events_held = labelled_sum(&cfg.api.listen, "leadstream_aggregator_events_held").await;
+    let folded = labelled_sum(&cfg.api.listen, "leadstream_aggregator_folded_events_total").await;
     let history_reads =
         labelled_sum(&cfg.api.listen, "leadstream_aggregator_history_reads_total").await;
     let restore = restore_seconds(&cfg.api.listen).await;
@@ -232,7 +279,7 @@ async fn main() {
     )
     .await;
     let rebuilds = labelled_sum(&cfg.api.listen, "leadstream_aggregator_rebuilds_total").await;
-    println!("restart after SIGKILL, from checkpoints: ready and current in {from_checkpoint:.2} s, of which the last restore {restore:.2} s (the rest is the group handing the partitions over; {restores:.0} restores from checkpoints, {rebuilds:.0} from history, {history_reads:.0} history reads started); two checkpoints later {held:.0} leads, {devices:.0} devices and {buckets:.0} rollup buckets held, checkpoints {:.1} MB ({:.0} B per lead held), RSS {:.0} MB", bytes / 1e6, bytes / held.max(1.0), rss as f64 / 1e6);
+    println!("restart after SIGKILL, from checkpoints: ready and current in {from_checkpoint:.2} s, of which the last restore {restore:.2} s (the rest is the group handing the partitions over; {restores:.0} restores from checkpoints, {rebuilds:.0} from history, {history_reads:.0} history reads started); two checkpoints later {held:.0} leads, {devices:.0} devices, {events_held:.0} events ({folded:.0} folded since the start) and {buckets:.0} rollup buckets held, checkpoints {:.1} MB ({:.0} B per lead held), RSS {:.0} MB ({:.0} B per lead held)", bytes / 1e6, bytes / held.max(1.0), rss as f64 / 1e6, rss as f64 / held.max(1.0));
     agg.kill9();
     let evicted = query_u64(
         &clickhouse_url(),
