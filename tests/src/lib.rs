@@ -345,34 +345,49 @@ pub fn committed_vs_end_on(
     topics: &[String],
     partitions: i32,
 ) -> Vec<(String, i32, i64, i64)> {
+    try_committed_vs_end_on(brokers, group, topics, partitions).expect("committed offsets")
+}
+
+/// [`committed_vs_end`], or the broker's error (a busy broker may time a request out: a
+/// benchmark polling it asks again).
+pub fn try_committed_vs_end(
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Result<Vec<(String, i32, i64, i64)>, rdkafka::error::KafkaError> {
+    try_committed_vs_end_on(&brokers(), group, topics, partitions)
+}
+
+fn try_committed_vs_end_on(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Result<Vec<(String, i32, i64, i64)>, rdkafka::error::KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
-        .create()
-        .expect("consumer");
+        .create()?;
     let mut tpl = TopicPartitionList::new();
     for t in topics {
         for p in 0..partitions {
             tpl.add_partition(t, p);
         }
     }
-    let committed = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
     committed
         .elements()
         .iter()
         .map(|e| {
-            let (_, high) = c
-                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
-                .expect("watermarks");
+            let (_, high) =
+                c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
             let off = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => -1,
             };
-            (e.topic().to_string(), e.partition(), off, high)
+            Ok((e.topic().to_string(), e.partition(), off, high))
         })
         .collect()
 }

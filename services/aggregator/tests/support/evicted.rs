@@ -40,10 +40,8 @@ impl EvictedStore {
         }
     }
 
-    /// Stores `engine`'s idle groups and buckets, and its settled events, with `version` (the
-    /// last flush's), without dropping them from memory: a process that dies before its
-    /// checkpoint stops here.
-    pub fn store_idle(
+    /// Stores `engine`'s idle groups and buckets with `version` (the last flush's).
+    fn store_evictions(
         &mut self,
         engine: &Engine,
         version: u64,
@@ -55,21 +53,22 @@ impl EvictedStore {
             self.put(&b.key, b.partition, version, count_bytes(b.count).to_vec());
         }
         self.buckets_stored += buckets.rows.len();
-        self.put_groups(&engine.foldable().rows, version);
         (groups, buckets)
+    }
+
+    /// Stores what the service stores right before a checkpoint (idle groups and buckets, and
+    /// settled events), without dropping it from memory: a process that dies before its
+    /// checkpoint stops here.
+    pub fn store_idle(&mut self, engine: &Engine, version: u64) {
+        self.store_evictions(engine, version);
+        self.put_groups(&engine.foldable().rows, version);
     }
 
     /// Stores and drops from memory what the service does right before a checkpoint: the idle
     /// groups and buckets, then the settled events of the leads left. Returns the groups
     /// evicted.
     pub fn evict_idle(&mut self, engine: &mut Engine, version: u64) -> usize {
-        let groups = engine.idle_groups();
-        self.put_groups(&groups, version);
-        let buckets = engine.idle_buckets();
-        for b in &buckets.rows {
-            self.put(&b.key, b.partition, version, count_bytes(b.count).to_vec());
-        }
-        self.buckets_stored += buckets.rows.len();
+        let (groups, buckets) = self.store_evictions(engine, version);
         engine.evict(&groups);
         engine.evict_buckets(buckets);
         let folds = engine.foldable();
