@@ -154,9 +154,18 @@ pub struct Service {
 impl Service {
     /// A collector of `w` with the shipped configuration (HTTP on a free port).
     pub fn collector(w: &World) -> Self {
+        Self::collector_with(w, |_| {})
+    }
+
+    /// A collector of `w` with the shipped configuration as `change` leaves it.
+    pub fn collector_with(
+        w: &World,
+        change: impl FnOnce(&mut leadstream_collector::CollectorConfig),
+    ) -> Self {
         let addr = free_addr();
         let mut cfg = w.collector_config();
         cfg.http.listen = addr.clone();
+        change(&mut cfg);
         Self {
             addr,
             file: config_file(&cfg, "fault-collector"),

@@ -145,6 +145,21 @@ impl PrivateBroker {
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         self.stop();
+        // A failing test takes the broker's directory with it: keep its log, and show where
+        // it first went wrong.
+        if std::thread::panicking() {
+            let kept = std::env::temp_dir().join(format!("{}-kafka.log", unique("failed")));
+            let log = std::fs::read_to_string(self.dir.join("kafka.log")).unwrap_or_default();
+            let _ = std::fs::write(&kept, &log);
+            eprintln!("--- private broker log kept at {kept:?}; its first errors: ---");
+            for l in log
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("panic"))
+                .take(20)
+            {
+                eprintln!("{l}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
