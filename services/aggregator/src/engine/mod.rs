@@ -42,6 +42,7 @@ mod identity;
 mod ledger;
 mod memory;
 mod ownership;
+mod reload;
 mod render;
 mod saved;
 mod stitch;
@@ -49,12 +50,13 @@ mod unfold;
 mod winner;
 
 pub use checkpoint::{CheckpointError, Stale, FORMAT as CHECKPOINT_FORMAT};
-pub use evict::{EvictedGroup, EvictedRow, Reloaded};
+pub use evict::{EvictedGroup, EvictedRow};
 pub use evict_buckets::{count_bytes, BucketEviction, EvictedBucket, Unresolved};
 pub use fold::{Folds, DEFAULT_FOLD_MIN, MAX_ROWS as MAX_FOLD_ROWS};
 pub use identity::device_lead;
 pub use memory::Footprint;
 pub use ownership::Ownership;
+pub use reload::Reloaded;
 pub use stitch::{ClaimRecord, Lookup};
 
 /// Breakdown value for a lead without a channel or a variant (matches the generator's truth).
