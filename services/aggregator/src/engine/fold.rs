@@ -118,6 +118,14 @@ impl Engine {
         self.fold_min = n.max(1);
     }
 
+    /// The events `e`, one of a unit's entities (so in memory), holds.
+    fn held_of(&self, e: &Entity) -> &[CompactEvent] {
+        match e {
+            Entity::Lead(k) => &self.leads[k].events,
+            Entity::Device(d) => &self.devices[d].touches,
+        }
+    }
+
     /// Every lead this engine replays: its entries and the devices that are leads of their own.
     fn unit_keys(&self) -> Vec<SmolStr> {
         let bare = self
@@ -153,13 +161,7 @@ impl Engine {
         let mut needed: Vec<bool> = Vec::new();
         for key in self.unit_keys() {
             let unit = self.unit(&key);
-            let held: usize = unit
-                .iter()
-                .map(|e| match e {
-                    Entity::Lead(k) => self.leads[k].events.len(),
-                    Entity::Device(d) => self.devices[d].touches.len(),
-                })
-                .sum();
+            let held: usize = unit.iter().map(|e| self.held_of(e).len()).sum();
             if held < self.fold_min || unit.iter().any(|e| self.evicted.is_recent(e.name())) {
                 continue;
             }
@@ -198,10 +200,7 @@ impl Engine {
             }
             let partition = self.own.partition(&key);
             for entity in unit {
-                let held = match &entity {
-                    Entity::Lead(k) => &self.leads[k].events,
-                    Entity::Device(d) => &self.devices[d].touches,
-                };
+                let held = self.held_of(&entity);
                 let mut out = SymbolsOut::used();
                 let events: Vec<SavedEvent> = held
                     .iter()
@@ -241,15 +240,8 @@ impl Engine {
         let before_ms = folds.before_ms;
         let mut full: Vec<Entity> = Vec::new();
         for (entity, partition, ids) in folds.drops {
-            let (held, settled) = match &entity {
-                Entity::Lead(k) => match self.leads.get_mut(k) {
-                    Some(l) => (&mut l.events, &mut l.settled),
-                    None => continue,
-                },
-                Entity::Device(d) => match self.devices.get_mut(d) {
-                    Some(dev) => (&mut dev.touches, &mut dev.settled),
-                    None => continue,
-                },
+            let Some((held, settled)) = self.entity_mut(&entity) else {
+                continue;
             };
             held.retain(|e| !ids.contains(&e.id));
             held.shrink_to_fit();

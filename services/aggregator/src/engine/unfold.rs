@@ -38,6 +38,31 @@ impl Engine {
         }
     }
 
+    /// The events `e` holds and what it has stored, if it is in memory.
+    pub(super) fn entity_mut(
+        &mut self,
+        e: &Entity,
+    ) -> Option<(&mut Vec<CompactEvent>, &mut Option<Box<Settled>>)> {
+        match e {
+            Entity::Lead(k) => self
+                .leads
+                .get_mut(k)
+                .map(|l| (&mut l.events, &mut l.settled)),
+            Entity::Device(d) => self
+                .devices
+                .get_mut(d)
+                .map(|d| (&mut d.touches, &mut d.settled)),
+        }
+    }
+
+    /// Asks for every stored row of `e`.
+    fn want_rows(&mut self, e: &Entity) {
+        let rows = self.settled_of(e).map_or(0, |s| s.rows);
+        for n in 1..=rows {
+            self.evicted.want(e.row(n));
+        }
+    }
+
     /// The instant before which lead `key`'s replay has stored inputs, if it has any.
     fn unit_settled(&self, key: &str) -> Option<i64> {
         self.unit(key)
@@ -50,10 +75,7 @@ impl Engine {
     /// Asks for every stored event of lead `key`'s unit (read back with the evicted groups).
     pub(super) fn want_unfold(&mut self, key: &str) {
         for e in self.unit(key) {
-            let rows = self.settled_of(&e).map_or(0, |s| s.rows);
-            for n in 1..=rows {
-                self.evicted.want(e.row(n));
-            }
+            self.want_rows(&e);
         }
     }
 
@@ -113,11 +135,7 @@ impl Engine {
             .iter()
             .map(|e| self.load_event(e, &symbols))
             .collect();
-        let held = match &entity {
-            Entity::Lead(k) => self.leads.get_mut(k).map(|l| &mut l.events),
-            Entity::Device(d) => self.devices.get_mut(d).map(|d| &mut d.touches),
-        };
-        if let Some(held) = held {
+        if let Some((held, _)) = self.entity_mut(&entity) {
             held.extend(events);
             held.sort_unstable_by_key(CompactEvent::key);
             held.dedup_by_key(|e| e.id);
@@ -136,12 +154,8 @@ impl Engine {
             let Some(entity) = Entity::of_row(key) else {
                 continue;
             };
-            let settled = match &entity {
-                Entity::Lead(k) => self.leads.get_mut(k).map(|l| &mut l.settled),
-                Entity::Device(d) => self.devices.get_mut(d).map(|d| &mut d.settled),
-            };
-            if let Some(s) = settled {
-                *s = None;
+            if let Some((_, settled)) = self.entity_mut(&entity) {
+                *settled = None;
             }
             self.evicted.put_back_recently(entity.name().clone());
         }
@@ -151,28 +165,12 @@ impl Engine {
     /// Asks for the stored events of a group just put back (eager: whatever input brought it
     /// back may need them, and a second read of one group is rare).
     pub(super) fn unfold_put_back(&mut self, leads: &[SmolStr], devices: &[SmolStr]) {
-        let rows: Vec<String> = leads
+        let entities = leads
             .iter()
-            .filter_map(|k| {
-                let s = self.leads.get(k)?.settled.as_deref()?;
-                Some(
-                    (1..=s.rows)
-                        .map(|n| Entity::Lead(k.clone()).row(n))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .chain(devices.iter().filter_map(|d| {
-                let s = self.devices.get(d)?.settled.as_deref()?;
-                Some(
-                    (1..=s.rows)
-                        .map(|n| Entity::Device(d.clone()).row(n))
-                        .collect::<Vec<_>>(),
-                )
-            }))
-            .flatten()
-            .collect();
-        for r in rows {
-            self.evicted.want(r);
+            .map(|k| Entity::Lead(k.clone()))
+            .chain(devices.iter().map(|d| Entity::Device(d.clone())));
+        for e in entities {
+            self.want_rows(&e);
         }
     }
 }
