@@ -3,7 +3,11 @@
 //!
 //! `cargo bench -p leadstream-aggregator --bench machine [-- LEADS]` (default 50000 leads). The
 //! memory figure includes the flush's working buffers (about 1 MiB, not growing with leads), so
-//! a larger LEADS shows the state per lead alone.
+//! a larger LEADS shows the state per lead alone. `ROUNDS=N` runs N throughput rounds (default
+//! 3) and then stops, skipping the bounded-state part: for comparing two builds round by round,
+//! or counting instructions under `valgrind --tool=callgrind` (`--toggle-collect` on
+//! `leadstream_aggregator::engine::Engine::ingest` and `::flush`), which a shared machine's
+//! noise does not move.
 //!
 //! Then the bounded state over a long history: an exposure-heavy feed (five times the default
 //! exposures per ad lead) of one new lead every 36 s of event time, through an engine evicting
@@ -35,6 +39,23 @@ fn rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds this thread has run (user and system): unlike wall time, not inflated by the
+/// time a shared machine's other tenants take the core.
+fn thread_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The normalized events of `cfg`'s feed, in delivery order.
@@ -199,9 +220,12 @@ fn main() {
     drop(engine);
 
     // Throughput: ingest + a flush (replay + rows) every 5000 events, as the service batches.
-    for round in 0..3 {
+    let only_rounds = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok());
+    for round in 0..only_rounds.unwrap_or(3) {
         let mut engine = Engine::new(funnels.clone(), 3_600_000);
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu_secs());
         let mut rows = 0usize;
         for (i, e) in events.iter().enumerate() {
             engine.ingest(e, 0);
@@ -212,13 +236,19 @@ fn main() {
         }
         rows += engine.flush(u64::MAX).transitions.len();
         let secs = t.elapsed().as_secs_f64();
+        let cpu = thread_cpu_secs() - cpu;
         println!(
-            "  round {round}: {:.0} events/s on one core ({:.2} s, {rows} rows built)",
+            "  round {round}: {:.0} events/s on one core ({:.2} s, {rows} rows built); {:.0} \
+             events per CPU-second ({cpu:.2} s)",
             events.len() as f64 / secs,
-            secs
+            secs,
+            events.len() as f64 / cpu.max(0.01),
         );
     }
     drop(events);
+    if only_rounds.is_some() {
+        return;
+    }
     for days in [60, 240] {
         bounded(&funnels, root, days);
     }

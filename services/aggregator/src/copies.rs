@@ -103,9 +103,9 @@ impl Copies {
     /// Records that the engine now holds `id`; `true` when another copy may be held (or, with
     /// several members, may be another member's): the id wants a check.
     pub fn holds(&mut self, id: [u64; 2]) -> bool {
-        let maybe = self.check_all || self.seen.contains(id);
-        self.seen.insert(id);
-        maybe
+        // `insert` is false when the filter already had it: one pass of hashing, not two.
+        let new = self.seen.insert(id);
+        self.check_all || !new
     }
 
     /// Forgets every id recorded: for an engine that then records the ids it holds again,

@@ -339,6 +339,9 @@ impl Funnel {
 pub struct Funnels {
     /// In name order.
     pub funnels: Vec<Funnel>,
+    /// Per event type (by discriminant), the bits of the rules whose `on` lists it: an event is
+    /// tried only against those (every event is matched once, on the engine's hot path).
+    by_type: Vec<u64>,
 }
 
 impl Funnels {
@@ -379,17 +382,32 @@ impl Funnels {
             }
             funnels.push(f);
         }
-        Ok(Self { funnels })
+        let mut by_type = vec![0u64; EventType::ALL.len()];
+        for f in &funnels {
+            for (i, r) in f.rules.iter().enumerate() {
+                for t in &r.matcher.types {
+                    by_type[*t as usize] |= 1 << (f.first_bit + i as u32);
+                }
+            }
+        }
+        Ok(Self { funnels, by_type })
     }
 
     /// One bit per rule (all funnels) whose matcher matches `e`; the stage machine replays these
     /// bits, so a lead's history needs no other event field to be replayed.
     pub fn match_mask(&self, e: &NormalizedEvent) -> u64 {
+        let candidates = self.by_type[e.event_type as usize];
         let mut mask = 0u64;
         for f in &self.funnels {
-            for (i, r) in f.rules.iter().enumerate() {
-                if r.matcher.matches(e) {
-                    mask |= 1 << (f.first_bit + i as u32);
+            let mut bits = candidates.checked_shr(f.first_bit).unwrap_or(0);
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                match f.rules.get(i) {
+                    Some(r) if r.matcher.matches(e) => mask |= 1 << (f.first_bit + i as u32),
+                    Some(_) => {}
+                    // Bits past this funnel's rules are the next funnels'.
+                    None => break,
                 }
             }
         }

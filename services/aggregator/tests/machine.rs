@@ -3,10 +3,11 @@
 
 mod support;
 
-use leadstream_aggregator::{Engine, Ingested};
+use leadstream_aggregator::{Engine, Funnels, Ingested};
 use leadstream_generator::truth::{funnels, TruthEvent};
 use leadstream_schemas::{EventType, NormalizedEvent, SourceKind};
 use proptest::prelude::*;
+use std::sync::Arc;
 use support::events::*;
 use support::{default_funnels, ReadModel};
 
@@ -239,6 +240,51 @@ fn stage_machine_cases() {
         let model = run(&c.events);
         assert_eq!(render(&model, c.funnel, c.lead), c.want, "{}", c.name);
     }
+}
+
+/// `match_mask` tries an event only against the rules whose `on` lists its type: it must set
+/// exactly the bits of the rules whose matcher matches, over every type and the `when` fields
+/// the shipped rules read, and in a second config whose funnels' rules interleave by type.
+#[test]
+fn the_rule_mask_is_every_matching_rule() {
+    let interleaved = Funnels::from_yaml(
+        "funnels:\n  a:\n    stages: [x]\n    rules:\n      - {on: order, enter: x}\n  b:\n    stages: [x, y]\n    rules:\n      - {on: call, when: {call_outcome: [connected, qualified]}, enter: y}\n      - {on: [exposure, call], enter: x}\n",
+    );
+    let configs = [
+        default_funnels(),
+        Arc::new(interleaved.expect("the second config")),
+    ];
+    let mut checked = 0;
+    for funnels in configs {
+        for t in EventType::ALL {
+            for outcome in [
+                None,
+                Some("connected"),
+                Some("qualified"),
+                Some("no_answer"),
+            ] {
+                for urgent in [false, true] {
+                    let e = with(ev(0, t.as_str(), "u1"), |e| {
+                        e.call_outcome = outcome.map(Into::into);
+                        if urgent {
+                            e.extra.insert("priority".into(), "urgent".into());
+                        }
+                    });
+                    let mut naive = 0u64;
+                    for f in &funnels.funnels {
+                        for (i, r) in f.rules.iter().enumerate() {
+                            if r.matcher.matches(&e) {
+                                naive |= 1 << (f.first_bit + i as u32);
+                            }
+                        }
+                    }
+                    assert_eq!(funnels.match_mask(&e), naive, "{t:?} {outcome:?} {urgent}");
+                    checked += u32::from(naive != 0);
+                }
+            }
+        }
+    }
+    assert!(checked > 40, "most cases match some rule ({checked})");
 }
 
 #[test]

@@ -99,11 +99,11 @@ pub fn device_lead(device: &str) -> String {
 }
 
 impl Engine {
-    /// `Some(landed before the end)` when new.
+    /// `Some(landed before the end)` when new. [`Engine::ingest`] has looked for a copy of the
+    /// event among the device's touches already (`held_copy`); `insert_sorted` still refuses one.
     pub(super) fn add_touch(&mut self, device: &str, c: CompactEvent) -> Option<bool> {
         // `becomes_own`: the first touch of an unclaimed device makes it a lead of its own.
         let becomes_own = match self.devices.get(device) {
-            Some(d) if d.touches.iter().any(|x| x.id == c.id) => return None,
             Some(d) if d.touches.len() + d.settled_events() >= self.touch_cap => {
                 crate::internal_events::touch_capped(device, self.touch_cap);
                 return None;
@@ -129,11 +129,7 @@ impl Engine {
         device: Option<&str>,
         c: CompactEvent,
     ) -> Option<bool> {
-        if let Some(lead) = self.leads.get(key) {
-            if lead.events.iter().any(|x| x.id == c.id) {
-                return None;
-            }
-        }
+        // A copy among the lead's events was looked for already, as for `add_touch`.
         if !self.leads.contains_key(key) {
             if let Some(d) = key.strip_prefix(DEVICE_PREFIX) {
                 if self.devices.get(d).is_some_and(Device::holds_own) {

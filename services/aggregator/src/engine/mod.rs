@@ -128,6 +128,8 @@ pub struct Engine {
     merged: Vec<CompactEvent>,
     path: Path,
     words: Vec<u32>,
+    /// Scratch for building a lead key (`device_for_change`).
+    key_scratch: String,
     /// Newest event time per partition: lateness is judged within the event's own partition,
     /// whose messages arrive in order, so partitions catching up at different paces do not make
     /// each other's events look late.
@@ -179,6 +181,7 @@ impl Engine {
             merged: Vec::new(),
             path: Path::default(),
             words: Vec::new(),
+            key_scratch: String::new(),
             newest: vec![i64::MIN; own.partitions() as usize],
             lateness_ms,
             late: Vec::new(),
@@ -365,6 +368,10 @@ impl Engine {
             ..Output::default()
         };
         let dirty: Vec<(SmolStr, u32)> = self.dirty.drain().collect();
+        // Rows are large, and growing by doubling copied them over and over: a lead gives about
+        // one row per funnel it is in and a transition or two.
+        out.leads.reserve(dirty.len());
+        out.transitions.reserve(dirty.len() * 2);
         // The first flush after a rebuild holds every lead; do not keep that capacity around.
         if self.dirty.capacity() > 4 * DIRTY_KEPT {
             self.dirty.shrink_to(DIRTY_KEPT);

@@ -39,6 +39,9 @@ impl Engine {
         let stage = |funnel: &Funnel, code: u8| {
             stage_of(code).map_or_else(SmolStr::default, |t| SmolStr::new(funnel.stage_name(t)))
         };
+        out.cohort_rollup.reserve(changed.cohort.len());
+        out.reach_rollup.reserve(changed.reach.len());
+        out.transition_rollup.reserve(changed.transitions.len());
         for (k, n) in changed.cohort {
             let f = &funnels[k.scope.funnel as usize];
             let (first_touch, last_touch, variant) = attr(k.scope.attribution);
@@ -129,13 +132,15 @@ impl Engine {
             Some(Reason::Event(s)) => SmolStr::new(sym.name(s)),
             None => SmolStr::default(),
         };
+        // Cloned per row: a key longer than 23 bytes (a device lead's) is one shared allocation.
+        let (lead, name) = (SmolStr::new(key), SmolStr::new(&funnel.name));
         let n = path.transitions.len().min(u16::MAX as usize);
         for (seq, t) in path.transitions.iter().take(n).enumerate() {
             let e = &events[t.event as usize];
             out.by_kind[t.kind as usize] += 1;
             out.transitions.push(TransitionRow {
-                funnel: SmolStr::new(&funnel.name),
-                lead_id: SmolStr::new(key),
+                funnel: name.clone(),
+                lead_id: lead.clone(),
                 seq: seq as u16,
                 at: t.time_ms,
                 kind: t.kind.as_str(),
@@ -159,8 +164,8 @@ impl Engine {
         }
         for seq in n..old_transitions as usize {
             out.transitions.push(TransitionRow {
-                funnel: SmolStr::new(&funnel.name),
-                lead_id: SmolStr::new(key),
+                funnel: name.clone(),
+                lead_id: lead.clone(),
                 seq: seq as u16,
                 at: 0,
                 kind: "",
@@ -188,8 +193,8 @@ impl Engine {
         };
         let index = |i: Option<u8>| i.map_or(-1, |i| i as i8);
         out.leads.push(LeadFunnelRow {
-            funnel: SmolStr::new(&funnel.name),
-            lead_id: SmolStr::new(key),
+            funnel: name,
+            lead_id: lead,
             started_at: path.transitions.first().map_or(0, |t| t.time_ms),
             current_stage: stage(
                 path.special
