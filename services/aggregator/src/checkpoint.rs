@@ -75,7 +75,13 @@ impl Service<'_> {
             }
             Ok(Ok(())) => {
                 engine.checkpoint_written();
-                events::checkpointed(list.len(), bytes, encoded, started.elapsed());
+                events::Checkpointed {
+                    partitions: list.len(),
+                    bytes,
+                    encoded,
+                    elapsed: started.elapsed(),
+                }
+                .emit();
                 Ok(true)
             }
         }
@@ -106,7 +112,14 @@ impl Service<'_> {
                 engine.fold(folds);
                 self.publish_health(engine);
                 let held = engine.events_held();
-                events::folded(rows, folded, bytes, held, started.elapsed());
+                events::Folded {
+                    rows,
+                    events: folded,
+                    bytes,
+                    held,
+                    elapsed: started.elapsed(),
+                }
+                .emit();
                 Ok(true)
             }
         }
@@ -143,7 +156,13 @@ impl Service<'_> {
                 self.publish_health(engine);
                 let keys = groups.iter().map(|g| g.keys.len()).sum();
                 let bytes = groups.iter().map(|g| g.blob.len() * g.keys.len()).sum();
-                events::evicted(groups.len(), keys, bytes, started.elapsed());
+                events::Evicted {
+                    groups: groups.len(),
+                    keys,
+                    bytes,
+                    elapsed: started.elapsed(),
+                }
+                .emit();
                 Ok(true)
             }
         }

@@ -47,7 +47,14 @@ impl Service<'_> {
             };
             let asked_n = asked.len();
             let r = engine.reload(asked, &rows);
-            events::reloaded(asked_n, r.groups, r.unfolded, r.misses, r.applied.len());
+            events::Reloaded {
+                asked: asked_n,
+                groups: r.groups,
+                unfolded: r.unfolded,
+                misses: r.misses,
+                parked: r.applied.len(),
+            }
+            .emit();
             for (e, result) in r.applied {
                 events::ingested(result, &e);
             }

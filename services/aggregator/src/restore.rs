@@ -174,14 +174,15 @@ impl Service<'_> {
                 if !self.resolve(&mut engine, &mut fixes).await? {
                     return Ok(Rebuild::Stopped);
                 }
-                events::restored_from_checkpoints(
-                    restored.bytes,
-                    engine.leads_held(),
+                events::RestoredFromCheckpoints {
+                    bytes: restored.bytes,
+                    leads: engine.leads_held(),
                     stale_leads,
-                    own.owned().collect(),
-                    versions.epoch(),
-                    started.elapsed(),
-                );
+                    partitions: own.owned().collect(),
+                    epoch: versions.epoch(),
+                    elapsed: started.elapsed(),
+                }
+                .emit();
                 let mut out = engine.flush(versions.issue());
                 if !self.resolve(&mut engine, &mut out).await? {
                     return Ok(Rebuild::Stopped);
@@ -229,14 +230,15 @@ impl Service<'_> {
             return Ok(Rebuild::Stopped);
         };
         let (mut engine, rebuilt) = rebuilt?;
-        events::rebuilt(
-            rebuilt.events,
-            rebuilt.published,
-            engine.leads_held(),
-            own.owned().collect(),
-            versions.epoch(),
-            started.elapsed(),
-        );
+        events::Rebuilt {
+            events: rebuilt.events,
+            published: rebuilt.published,
+            leads: engine.leads_held(),
+            partitions: own.owned().collect(),
+            epoch: versions.epoch(),
+            elapsed: started.elapsed(),
+        }
+        .emit();
         let out = engine.flush(versions.issue());
         // The rewritten buckets first, then tombstones for only those that vanished: a reader
         // (the wallboard every 5 s) never sees a bucket gone before its replacement is written.

@@ -2,7 +2,7 @@
 //!
 //! A cell is *known* when its count is the bucket's count. Below its partition's horizon a
 //! bucket may be stored instead of held (see `evict`), so a cell created there holds only the
-//! change since, until the stored count is added ([`Table::resolve`]). For the same reason a
+//! change since, until the stored count is added (`Table::resolve`). For the same reason a
 //! known cell below the horizon is kept at zero: dropping it would let a stored count from
 //! before come back when the bucket is next touched.
 
