@@ -114,7 +114,8 @@ impl Copies {
         self.seen = GrowableBloom::new(0.01, 100_000);
     }
 
-    /// Ids recorded since the last [`Self::forget_ids`] (repeats included).
+    /// Ids recorded since the last [`Self::forget_ids`] (an id recorded again, or one the filter
+    /// takes for recorded already, does not count again).
     pub fn ids_recorded(&self) -> usize {
         self.seen.len()
     }

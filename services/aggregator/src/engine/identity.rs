@@ -84,9 +84,22 @@ impl Device {
 
     /// The lead holding the touches once the device has one: the owner, else the device itself.
     pub(super) fn holder_with_touches(&self, device: &str) -> SmolStr {
-        match &self.owner {
-            Some(c) => c.lead.clone(),
-            None => device_lead(device).into(),
+        let mut key = String::new();
+        holder_key_into(Some(self), device, &mut key);
+        key.into()
+    }
+}
+
+/// [`Device::holder_with_touches`] of `dev` written into `key` (a device not in memory yet is its
+/// own holder): the ledger asks it for every touch, in a buffer it keeps, since a device lead's
+/// key is longer than a `SmolStr` holds inline.
+pub(super) fn holder_key_into(dev: Option<&Device>, device: &str, key: &mut String) {
+    key.clear();
+    match dev.and_then(|d| d.owner.as_ref()) {
+        Some(c) => key.push_str(&c.lead),
+        None => {
+            key.push_str(DEVICE_PREFIX);
+            key.push_str(device);
         }
     }
 }

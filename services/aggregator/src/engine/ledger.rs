@@ -3,7 +3,7 @@
 
 use super::attribution::attribute;
 use super::compact::CompactEvent;
-use super::identity::{Device, Lead, DEVICE_PREFIX};
+use super::identity::{holder_key_into, Device, Lead};
 use super::Engine;
 use crate::machine::{replay_into, Path};
 use crate::rollup::write_contribution;
@@ -135,17 +135,8 @@ impl Engine {
     /// Device `device`, to change its touches or its owner. What the lead holding its touches
     /// now published is recorded first, and so is `gaining`'s (a lead about to hold them).
     pub(super) fn device_for_change(&mut self, device: &str, gaining: Option<&str>) -> &mut Device {
-        // Built in a kept buffer: a device lead's key is longer than a `SmolStr` holds inline,
-        // and this runs for every touch.
         let mut holder = std::mem::take(&mut self.key_scratch);
-        holder.clear();
-        match self.devices.get(device).and_then(|d| d.owner.as_ref()) {
-            Some(c) => holder.push_str(&c.lead),
-            None => {
-                holder.push_str(DEVICE_PREFIX);
-                holder.push_str(device);
-            }
-        }
+        holder_key_into(self.devices.get(device), device, &mut holder);
         self.before_change(&holder);
         self.key_scratch = holder;
         if let Some(g) = gaining {
